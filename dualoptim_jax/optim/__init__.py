@@ -1,0 +1,36 @@
+"""Pure Optax transforms of DualOptim: objective-keyed states, recipes and objective schedules."""
+
+from dualoptim_jax.optim.dual import DualState, SharedState, dual_transform, shared_transform
+from dualoptim_jax.optim.recipes import (
+    dualoptim,
+    dualoptim_llm,
+    sgd_l2,
+    shared_adamw,
+    shared_adamw_llm,
+    shared_sgd,
+)
+from dualoptim_jax.optim.schedules import (
+    FORGET,
+    RETAIN,
+    AlternatingSchedule,
+    alternating,
+    epoch_blocks,
+)
+
+__all__ = [
+    "FORGET",
+    "RETAIN",
+    "AlternatingSchedule",
+    "DualState",
+    "SharedState",
+    "alternating",
+    "dual_transform",
+    "dualoptim",
+    "dualoptim_llm",
+    "epoch_blocks",
+    "sgd_l2",
+    "shared_adamw",
+    "shared_adamw_llm",
+    "shared_sgd",
+    "shared_transform",
+]

@@ -14,27 +14,27 @@ import optax
 
 
 class DualState(NamedTuple):
-    """State of `dual_transform`.
+  """State of `dual_transform`.
 
-    Attributes:
-      count: int32 number of updates of any objective so far (the global step).
-      inner_states: the state of each objective's transform, keyed by objective label.
-    """
+  Attributes:
+    count: int32 number of updates of any objective so far (the global step).
+    inner_states: the state of each objective's transform, keyed by objective label.
+  """
 
-    count: jax.Array
-    inner_states: dict[Hashable, optax.OptState]
+  count: jax.Array
+  inner_states: dict[Hashable, optax.OptState]
 
 
 class SharedState(NamedTuple):
-    """State of `shared_transform`.
+  """State of `shared_transform`.
 
-    Attributes:
-      count: int32 number of updates of any objective so far (the global step).
-      inner_state: the one state that every objective updates.
-    """
+  Attributes:
+    count: int32 number of updates of any objective so far (the global step).
+    inner_state: the one state that every objective updates.
+  """
 
-    count: jax.Array
-    inner_state: optax.OptState
+  count: jax.Array
+  inner_state: optax.OptState
 
 
 def _check_objective(objective: Any, labels) -> None:

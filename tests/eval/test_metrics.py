@@ -1,0 +1,101 @@
+"""Tests for accuracies, entropy and the entropy MIA."""
+
+import numpy as np
+import pytest
+
+from dualoptim_jax.eval import (
+    accuracy,
+    entropy,
+    mia_efficacy,
+    predict_logits,
+    softmax,
+    unlearning_metrics,
+)
+
+C = 10
+
+
+def _confident(n):
+  # Near one-hot: entropy ~1.3e-4 nats.
+  p = np.full((n, C), 1e-6)
+  p[:, 0] = 1 - (C - 1) * 1e-6
+  return p
+
+
+def _uniform(n):
+  # Entropy log(10) ~ 2.30 nats.
+  return np.full((n, C), 1.0 / C)
+
+
+def test_accuracy():
+  logits = np.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0], [0.0, 1.0]])
+  assert accuracy(logits, np.array([0, 1, 1, 1])) == 75.0
+
+
+@pytest.mark.parametrize(
+    "logits, labels",
+    [(np.zeros((3, 2)), np.zeros(2)), (np.zeros(3), np.zeros(3)), (np.zeros((0, 2)), np.zeros(0))],
+)
+def test_accuracy_bad_input(logits, labels):
+  with pytest.raises(ValueError):
+    accuracy(logits, labels)
+
+
+def test_predict_logits_drops_padding():
+  # The "images" are the logits themselves; the last batch is padded with one row.
+  batches = [
+      (np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 0]), np.array([True, True])),
+      (np.array([[5.0, 0.0], [9.0, 9.0]]), np.array([0, -1]), np.array([True, False])),
+  ]
+  logits, labels = predict_logits(lambda x: 2 * x, batches)
+  np.testing.assert_array_equal(logits, [[2.0, 0.0], [0.0, 2.0], [10.0, 0.0]])
+  np.testing.assert_array_equal(labels, [0, 0, 0])
+  with pytest.raises(ValueError, match="rows"):
+    predict_logits(lambda x: x[:1], batches)
+  with pytest.raises(ValueError, match="No batches"):
+    predict_logits(lambda x: x, [])
+
+
+def test_softmax_is_stable():
+  p = softmax(np.array([[1000.0, 0.0], [0.0, 0.0], [np.log(3.0), 0.0]], np.float32))
+  assert p.dtype == np.float64
+  np.testing.assert_allclose(p, [[1.0, 0.0], [0.5, 0.5], [0.75, 0.25]], atol=1e-12)
+
+
+def test_entropy():
+  h = entropy(np.array([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0], [0.25] * 4]))
+  np.testing.assert_allclose(h, [0.0, np.log(2), np.log(4)], atol=1e-15)  # 0 log 0 = 0
+  assert h[0] == 0.0
+  with pytest.raises(ValueError):
+    entropy(np.array([[1.5, -0.5]]))
+
+
+@pytest.mark.parametrize(
+    "forget, expected",
+    [
+        (_confident(20), 100.0),  # looks like retain: all members
+        (_uniform(20), 0.0),  # looks like test: no members
+        (np.concatenate([_confident(10), _uniform(10)]), 50.0),
+    ],
+)
+def test_mia_separable(forget, expected):
+  # Retain and test are separated by entropy (1e-4 vs 2.3 nats), unequal in size
+  # (the class weights balance them), so the decision threshold lies in between.
+  assert mia_efficacy(_confident(40), forget, _uniform(60)) == expected
+
+
+def test_mia_rejects_empty_sets():
+  with pytest.raises(ValueError, match="non-empty"):
+    mia_efficacy(_confident(4), _confident(0), _uniform(4))
+
+
+def test_unlearning_metrics():
+  eye = 5.0 * np.eye(C)[[0, 1, 2, 3]]  # predicts classes 0..3
+  forget = (eye, np.array([0, 1, 2, 9]))  # 3 / 4 correct -> UA = 25
+  retain = (eye, np.array([0, 1, 2, 3]))  # RA = 100
+  test = (np.zeros((5, C)), np.array([0, 1, 2, 3, 4]))  # argmax is class 0 -> TA = 20
+  metrics = unlearning_metrics(forget, retain, test)
+  assert list(metrics) == ["UA", "RA", "TA", "MIA"]
+  assert metrics["UA"] == 25.0 and metrics["RA"] == 100.0 and metrics["TA"] == 20.0
+  # Forget has the retain entropy, test is uniform: every forget sample is a member.
+  assert metrics["MIA"] == 100.0

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from dualoptim_jax.optim.dual import dual_transform, shared_transform
+from dualoptim_jax.optim.quantized_state import check_state_bits, quantize_moments
 from dualoptim_jax.optim.schedules import FORGET, RETAIN
 
 ScalarOrSchedule = float | optax.Schedule
@@ -117,6 +118,9 @@ def dualoptim_llm(
     weight_decay: float = 0.01,
     mask: MaskOrFn = None,
     max_grad_norm: float | None = None,
+    state_bits: int = 32,
+    block_size: int = 256,
+    min_8bit_size: int = 4096,
 ) -> optax.GradientTransformationExtraArgs:
   r"""DualOptim for language models: two AdamW states on one global learning-rate schedule.
 
@@ -144,13 +148,25 @@ def dualoptim_llm(
     weight_decay: decoupled decay rate :math:`\lambda`.
     mask: which leaves decay.
     max_grad_norm: global-norm clipping threshold, or None.
+    state_bits: 32, or 8 to keep each objective's Adam moments in 8-bit blockwise form (signed
+      dynamic map for m, unsigned for v) on leaves with at least ``min_8bit_size`` elements.
+    block_size: elements per quantization block.
+    min_8bit_size: smaller leaves keep float32 moments.
 
   Returns:
     A transform with ``update(updates, state, params, *, objective)``.
   """
+  check_state_bits(state_bits)
   schedule = _schedule(learning_rate)
   ratios = {FORGET: forget_lr_ratio, RETAIN: 1.0}
-  adam = dual_transform({k: optax.scale_by_adam(b1, b2, eps) for k in ratios})
+
+  def moments():
+    adam = optax.scale_by_adam(b1, b2, eps)
+    if state_bits == 8:
+      return quantize_moments(adam, block_size=block_size, min_8bit_size=min_8bit_size)
+    return adam
+
+  adam = dual_transform({k: moments() for k in ratios})
 
   def update_fn(updates, state, params=None, *, objective=None, **extra_args):
     if params is None:

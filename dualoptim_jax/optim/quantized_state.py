@@ -1,0 +1,83 @@
+"""8-bit blockwise optimizer states: the storage rule and a wrapper for any Optax transform.
+
+A moment leaf with at least ``min_8bit_size`` elements is stored as a
+:class:`~dualoptim_jax.quantize.QuantizedArray` (uint8 codes of the dynamic map plus a float32
+absmax per block of ``block_size``); smaller leaves stay float32, as in bitsandbytes. Each update
+dequantizes, runs the float32 maths and requantizes (absmax recomputed per block).
+"""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dualoptim_jax.quantize import QuantizedArray, dequantize, quantize
+
+STATE_BITS = (8, 32)
+
+
+def check_state_bits(state_bits: int) -> None:
+  if state_bits not in STATE_BITS:
+    raise ValueError(f"state_bits must be one of {STATE_BITS}, got {state_bits!r}.")
+
+
+def is_quantized(x) -> bool:
+  return isinstance(x, QuantizedArray)
+
+
+def store(x: jax.Array, signed: bool, *, block_size: int = 256, min_8bit_size: int = 4096):
+  """``x`` in its stored form: quantized if it is floating point with >= min_8bit_size elements."""
+  if jnp.issubdtype(x.dtype, jnp.floating) and x.size >= min_8bit_size:
+    return quantize(x, signed, block_size)
+  return x
+
+
+def load(x, signed: bool, *, block_size: int = 256) -> jax.Array:
+  """The float32 value of a stored leaf (identity for leaves kept in full precision)."""
+  return dequantize(x, signed, block_size) if is_quantized(x) else x
+
+
+def _is_second_moment(path) -> bool:
+  return any(getattr(key, "name", None) == "nu" for key in path)
+
+
+def quantize_moments(
+    inner: optax.GradientTransformation,
+    *,
+    block_size: int = 256,
+    min_8bit_size: int = 4096,
+    is_unsigned: Callable[[tuple], bool] = _is_second_moment,
+) -> optax.GradientTransformationExtraArgs:
+  """Keeps the floating-point state leaves of ``inner`` in 8-bit blockwise form.
+
+  Every floating-point leaf of the inner state with at least ``min_8bit_size`` elements is stored
+  as uint8 codes plus per-block absmax; each update dequantizes the state, runs ``inner`` in float32
+  and requantizes. Second moments (state fields named ``nu``, as in ``optax.scale_by_adam``) use the
+  unsigned dynamic map, everything else the signed one; ``is_unsigned(path)`` changes that rule.
+
+  Example: an 8-bit AdamW, ``quantize_moments(optax.adamw(1e-3))``.
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def encode(state):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: store(x, not is_unsigned(path), block_size=block_size,
+                              min_8bit_size=min_8bit_size),
+        state,
+    )
+
+  def decode(state):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: load(x, not is_unsigned(path), block_size=block_size),
+        state, is_leaf=is_quantized,
+    )
+
+  def init_fn(params):
+    return encode(inner.init(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    updates, state = inner.update(updates, decode(state), params, **extra_args)
+    return updates, encode(state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,147 @@
+"""Supervised training of the original (pre-unlearning) models: SGD, cross-entropy, cosine decay.
+
+`train_classifier` is the reference's pretraining loop: SGD with momentum and coupled L2 decay
+(`sgd_l2`), mean cross-entropy, train-mode BatchNorm, and a learning rate set at the start of every
+epoch to ``lr * (1 + cos(pi * epoch / epochs)) / 2``. Epoch ``e`` draws its batch order and
+augmentation from ``np.random.default_rng([seed, e])``, so with a checkpoint directory an
+interrupted run resumes bit-identically from its last finished epoch.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from dualoptim_jax import checkpoint
+from dualoptim_jax.data import ArrayDataset, epoch_batches, eval_batches, num_batches
+from dualoptim_jax.optim.recipes import sgd_l2
+from dualoptim_jax.unlearn.losses import cross_entropy
+from dualoptim_jax.unlearn.steps import TrainState, init_state, make_step, predict
+
+
+def cosine_epoch_schedule(base_lr: float, epochs: int, steps_per_epoch: int) -> optax.Schedule:
+  """The learning rate ``base_lr * (1 + cos(pi * e / epochs)) / 2`` at each step of epoch ``e``.
+
+  ``e = step // steps_per_epoch``: the rate is constant within an epoch, as when the reference sets
+  it at the start of every epoch.
+  """
+  if epochs < 1 or steps_per_epoch < 1:
+    raise ValueError(
+        f"epochs and steps_per_epoch must be positive, got {epochs} and {steps_per_epoch}."
+    )
+
+  def schedule(count):
+    epoch = count // steps_per_epoch
+    return base_lr * (1 + jnp.cos(jnp.pi * epoch / epochs)) / 2
+
+  return schedule
+
+
+def train_classifier(
+    model: nnx.Module,
+    dataset: ArrayDataset,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    augment: bool = False,
+    checkpoint_dir=None,
+    progress: bool = True,
+    desc: str = "train",
+) -> tuple[nnx.GraphDef, TrainState]:
+  """Trains ``model`` on ``dataset`` for ``epochs`` epochs with SGD and cross-entropy.
+
+  ``model`` gives the architecture and the initial weights and is left unchanged; build the trained
+  model with ``nnx.merge(graphdef, state.params, state.batch_stats)``.
+
+  With ``checkpoint_dir``, the `TrainState` (optimizer state included) is saved after every epoch
+  as step ``epoch + 1`` with metadata ``{"epoch", "loss", "seconds"}``, and a call first resumes
+  from the latest checkpoint there: finished epochs are skipped, and a directory that already holds
+  epoch ``epochs`` returns at once. Its checkpoints must come from the same model, dataset and
+  hyper-parameters; since the learning rate depends on ``epochs``, a run extended to more epochs
+  matches a straight run only where the learning rates of the epochs already done agree.
+
+  Args:
+    model: the classifier, e.g. `ResNet18`.
+    dataset: the training set.
+    epochs: the number of epochs.
+    batch_size: samples per step; an epoch has ``ceil(len(dataset) / batch_size)`` steps.
+    lr: the learning rate of the first epoch, decayed by `cosine_epoch_schedule`.
+    momentum: SGD momentum.
+    weight_decay: L2 decay coupled into the gradients.
+    seed: seeds the batch order and augmentation of every epoch.
+    augment: random crop (padding 4) and horizontal flip.
+    checkpoint_dir: where to save and resume from, or None.
+    progress: show a tqdm progress bar over the steps.
+    desc: the progress bar's label.
+
+  Returns:
+    The model's graph definition and the final `TrainState`.
+  """
+  if epochs < 1:
+    raise ValueError(f"epochs must be positive, got {epochs}.")
+  steps_per_epoch = num_batches(len(dataset), batch_size)
+  tx = sgd_l2(
+      cosine_epoch_schedule(lr, epochs, steps_per_epoch),
+      momentum=momentum,
+      weight_decay=weight_decay,
+  )
+  graphdef, state = init_state(model, tx)
+
+  start = 0
+  if checkpoint_dir is not None:
+    start = checkpoint.latest_step(checkpoint_dir) or 0
+  if start > epochs:
+    raise ValueError(
+        f"{checkpoint_dir} holds a checkpoint of epoch {start}, past the {epochs} epochs asked for."
+    )
+  if start:
+    state = checkpoint.restore(checkpoint_dir, state, step=start)
+  else:
+    # The step donates its input state; copy it so that the model's own arrays survive.
+    state = jax.tree.map(jnp.copy, state)
+  if start == epochs:
+    return graphdef, state
+
+  step = make_step(graphdef, tx, cross_entropy)
+  with tqdm(
+      total=epochs * steps_per_epoch,
+      initial=start * steps_per_epoch,
+      desc=desc,
+      unit="step",
+      disable=not progress,
+  ) as bar:
+    for epoch in range(start, epochs):
+      begin = time.perf_counter()
+      rng = np.random.default_rng([seed, epoch])
+      total = 0.0
+      for images, labels in epoch_batches(dataset, batch_size, rng, augment=augment):
+        state, loss = step(state, images, labels)
+        total += loss
+        bar.update()
+      loss = float(total) / steps_per_epoch
+      bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
+      if checkpoint_dir is not None:
+        metadata = {"epoch": epoch + 1, "loss": loss, "seconds": time.perf_counter() - begin}
+        checkpoint.save(checkpoint_dir, epoch + 1, state, metadata=metadata)
+  return graphdef, state
+
+
+def evaluate_accuracy(
+    graphdef: nnx.GraphDef, state: TrainState, dataset: ArrayDataset, batch_size: int = 512
+) -> float:
+  """Top-1 accuracy on ``dataset`` in percent, in eval mode (running BatchNorm statistics)."""
+  if not len(dataset):
+    raise ValueError(f"Cannot evaluate on the empty dataset {dataset.name!r}.")
+  correct = 0
+  for images, labels, valid in eval_batches(dataset, batch_size):
+    logits = predict(graphdef, state.params, state.batch_stats, images)
+    correct += int(np.sum((np.asarray(jnp.argmax(logits, axis=-1)) == labels) & valid))
+  return 100.0 * correct / len(dataset)

@@ -17,6 +17,7 @@ from dualoptim_jax.data.loaders import load_svhn
 from dualoptim_jax.data.loaders import load_tfds
 from dualoptim_jax.data.loaders import load_tiny_imagenet
 from dualoptim_jax.data.settings import FASHION_MNIST_SMALL_SEEDS
+from dualoptim_jax.data.settings import fashion_mnist_pool
 from dualoptim_jax.data.settings import fashion_mnist_small
 from dualoptim_jax.data.settings import fashion_mnist_small_pool
 from dualoptim_jax.data.splits import UnlearningSplit
@@ -36,6 +37,7 @@ __all__ = [
     "epoch_batches",
     "epoch_indices",
     "eval_batches",
+    "fashion_mnist_pool",
     "fashion_mnist_small",
     "fashion_mnist_small_pool",
     "holdout_split",

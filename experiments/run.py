@@ -1,0 +1,164 @@
+"""Runs an unlearning table: methods x optimizers x seeds against retrained references.
+
+  python -m experiments.run                       # the embedded CPU default
+  python -m experiments.run --config fashion_mnist_small --out runs/fashion_mnist_small
+  python -m experiments.run --config cifar10 --data-root /data/cifar10 --methods SalUn SFRon
+
+For a config it (1) trains the original model on the whole training pool, (2) retrains a
+reference model on each seed's retain set, (3) unlearns with every method x optimizer x seed, and
+(4) writes under ``--out``: ``runs/*.json`` (metrics and the wall time of each phase per run),
+``table.md``, ``table.csv`` and ``curves.png`` (metrics over unlearning epochs, seed bands).
+Models are Orbax checkpoints under ``checkpoints/`` (resumed if interrupted, reused by every
+run); finished runs are found and skipped, so a long table can be built over several sittings.
+"""
+
+import argparse
+import dataclasses
+import pathlib
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from dualoptim_jax import data as D
+from dualoptim_jax import eval as E
+from dualoptim_jax.models import ResNet18
+from dualoptim_jax.train import train_classifier
+from dualoptim_jax.unlearn import METHODS, OPTIMIZERS, TrainState, predict, unlearn
+from experiments.configs import CONFIGS, ExperimentConfig
+
+
+def load_setting(config: ExperimentConfig, root):
+  """(pool, test, forget positions of a seed) for the config's dataset."""
+  if config.dataset in ("fashion_mnist_small", "fashion_mnist_tiny"):
+    small = config.dataset == "fashion_mnist_small"
+    pool, test = D.fashion_mnist_pool(500 if small else 100, root, None if small else 1000)
+  elif config.dataset in ("cifar10", "cifar100", "svhn", "tiny_imagenet"):
+    train, test = D.load_dataset(config.dataset, root)
+    if config.dataset == "tiny_imagenet":
+      pool = train
+    else:  # The reference's 10% per-class validation hold-out, always with seed 1 (see README).
+      pool = train.subset(D.holdout_split(train.labels, 0.1, seed=1)[0])
+  else:
+    raise ValueError(f"Unknown dataset {config.dataset!r} in config {config.name!r}.")
+
+  def forget_idx(seed: int):
+    return D.random_forget_indices(len(pool), len(pool) // 10, seed + config.split_seed_offset)
+
+  return pool, test, forget_idx
+
+
+def new_model(config: ExperimentConfig, data: D.ArrayDataset, seed: int) -> nnx.Module:
+  return ResNet18(data.num_classes, width=config.width, mean=data.mean, std=data.std,
+                  rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")))
+
+
+def pretrain(config, dataset, directory, seed, desc):
+  return train_classifier(
+      new_model(config, dataset, seed), dataset, epochs=config.pretrain_epochs,
+      batch_size=config.pretrain_batch_size, lr=config.pretrain_lr,
+      augment=config.pretrain_augment, seed=seed, checkpoint_dir=directory, desc=desc)
+
+
+def evaluate(graphdef, state: TrainState, split: D.UnlearningSplit) -> dict[str, float]:
+  def logits(dataset):
+    return E.predict_logits(lambda x: predict(graphdef, state.params, state.batch_stats, x),
+                            D.eval_batches(dataset, 500))
+  return E.unlearning_metrics(logits(split.forget), logits(split.retain), logits(split.test))
+
+
+def run_one(config, method, optimizer, seed, graphdef, original, split, out, wall):
+  """One unlearning run; writes its JSON (metrics, per-epoch curve if tracked, phase times)."""
+  path = out / "runs" / f"{method}-{optimizer}-seed{seed}.json"
+  if path.exists():
+    return
+  curve = []
+  on_epoch = None
+  if method in config.track_epochs:
+    on_epoch = lambda epoch, state: curve.append(evaluate(graphdef, state, split))  # noqa: E731
+  start = time.perf_counter()
+  state = unlearn(method, optimizer, graphdef, original, split,
+                  config.unlearn_config(method, optimizer), seed=seed, on_epoch=on_epoch,
+                  progress=lambda it, total: tqdm(it, total=total, leave=False,
+                                                  desc=f"{method}/{optimizer}/seed {seed}"))
+  jax.block_until_ready(state)
+  unlearn_seconds = time.perf_counter() - start
+  start = time.perf_counter()
+  metrics = evaluate(graphdef, state, split)
+  E.save_run_json(path, {
+      "config": config.name, "method": method, "optimizer": optimizer, "seed": seed, **metrics,
+      "curve": curve, "hyperparameters": dataclasses.asdict(config.unlearn_config(method, optimizer)),
+      "seconds": {**wall, "unlearning": unlearn_seconds,
+                  "evaluation": time.perf_counter() - start},
+  })
+
+
+def summarize(out: pathlib.Path, config: ExperimentConfig) -> str:
+  """Writes table.md, table.csv and curves.png from the run JSONs; returns the Markdown table."""
+  runs = [r for r in E.load_runs(out / "runs") if r.get("config") == config.name]
+  reference = [r for r in runs if r["method"] == "RT"]
+  if not reference:
+    raise FileNotFoundError(f"No retrained-reference runs under {out / 'runs'}.")
+  rows, csv_rows, curves = {"RT": E.summarize(reference, reference)}, {}, {}
+  for (method, optimizer), group in E.group_runs(runs).items():
+    if method == "RT":
+      continue
+    summary = E.summarize(group, reference)
+    rows[f"{method} ({optimizer})"] = csv_rows[(method, optimizer)] = summary
+    if all(r["curve"] for r in group):
+      curves[f"{method} ({optimizer})"] = np.array(
+          [[[epoch[m] for m in E.METRICS] for epoch in r["curve"]] for r in group])
+  table = E.markdown_table(rows)
+  (out / "table.md").write_text(f"# {config.name}: seeds {sorted({r['seed'] for r in runs})}\n\n"
+                                f"{table}\n")
+  E.write_csv(csv_rows, out / "table.csv")
+  if curves:
+    E.plot_metrics_over_epochs(curves, out / "curves.png",
+                               ref=E.reference(reference))
+  return table
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", default="default", choices=sorted(CONFIGS))
+  parser.add_argument("--out", type=pathlib.Path, help="run directory (default runs/<config>)")
+  parser.add_argument("--data-root", help="dataset directory (default: the dataset's own)")
+  parser.add_argument("--methods", nargs="+", choices=sorted(METHODS))
+  parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS)
+  parser.add_argument("--seeds", nargs="+", type=int)
+  args = parser.parse_args(argv)
+
+  config = CONFIGS[args.config]
+  config = dataclasses.replace(
+      config, methods=tuple(args.methods or config.methods),
+      optimizers=tuple(args.optimizers or config.optimizers),
+      seeds=tuple(args.seeds or config.seeds))
+  out = args.out or pathlib.Path("runs") / config.name
+  (out / "runs").mkdir(parents=True, exist_ok=True)
+  pool, test, forget_idx = load_setting(config, args.data_root)
+
+  start = time.perf_counter()
+  graphdef, original = pretrain(config, pool, out / "checkpoints" / "original", 0, "original")
+  wall = {"pretraining": time.perf_counter() - start}
+  grid = [(m, o) for m in config.methods for o in config.optimizers]
+  for seed in config.seeds:
+    split = D.make_split(pool, test, forget_idx(seed))
+    start = time.perf_counter()
+    _, retrained = pretrain(config, split.retain, out / "checkpoints" / f"retrain-seed{seed}",
+                            seed, f"retrain seed {seed}")
+    wall_seed = {**wall, "retraining": time.perf_counter() - start}
+    rt_path = out / "runs" / f"RT-seed{seed}.json"
+    if not rt_path.exists():
+      E.save_run_json(rt_path, {"config": config.name, "method": "RT", "optimizer": "sgd",
+                                "seed": seed, **evaluate(graphdef, retrained, split),
+                                "curve": [], "seconds": wall_seed})
+    for method, optimizer in tqdm(grid, desc=f"seed {seed}"):
+      run_one(config, method, optimizer, seed, graphdef, original, split, out, wall_seed)
+  print(summarize(out, config))
+  print(f"\nResults written under {out}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,64 @@
+"""The experiment runner end to end on a tiny synthetic setting: outputs, and skipping finished work."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from dualoptim_jax.data import ArrayDataset, random_forget_indices
+from dualoptim_jax.unlearn import UnlearnConfig
+from experiments import configs, run
+
+
+def synthetic_setting(config, root):
+  rng = np.random.default_rng(0)
+  prototypes = rng.integers(0, 256, (4, 8, 8, 3))
+
+  def sample(n):
+    labels = rng.integers(0, 4, n).astype(np.int32)
+    images = np.clip(prototypes[labels] + rng.normal(0, 30, (n, 8, 8, 3)), 0, 255)
+    return ArrayDataset(images.astype(np.uint8), labels, 4, (0.5,) * 3, (0.25,) * 3, "synthetic")
+
+  pool = sample(80)
+  return pool, sample(40), lambda seed: random_forget_indices(len(pool), 8, seed)
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+  config = configs.ExperimentConfig(
+      name="tiny", dataset="synthetic", width=2, pretrain_epochs=2, pretrain_batch_size=16,
+      unlearn=UnlearnConfig(epochs=2, batch_size=16), methods=("SFRon",),
+      optimizers=("sgd", "dual"), seeds=(1,))
+  monkeypatch.setitem(configs.CONFIGS, "tiny", config)
+  monkeypatch.setattr(run, "load_setting", synthetic_setting)
+  return config
+
+
+def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path, monkeypatch):
+  run.main(["--config", "tiny", "--out", str(tmp_path)])
+  names = sorted(p.name for p in (tmp_path / "runs").iterdir())
+  assert names == ["RT-seed1.json", "SFRon-dual-seed1.json", "SFRon-sgd-seed1.json"]
+  result = json.loads((tmp_path / "runs" / "SFRon-dual-seed1.json").read_text())
+  assert {"UA", "RA", "TA", "MIA"} <= result.keys()
+  assert len(result["curve"]) == 2  # SFRon is tracked every epoch
+  assert set(result["seconds"]) == {"pretraining", "retraining", "unlearning", "evaluation"}
+  table = (tmp_path / "table.md").read_text()
+  assert "| SFRon (dual) |" in table and "| RT |" in table
+  assert (tmp_path / "table.csv").exists() and (tmp_path / "curves.png").stat().st_size > 0
+
+  # A second invocation finds every run and checkpoint: nothing is trained or unlearned again.
+  def fail(*args, **kwargs):
+    raise AssertionError("finished work was redone")
+
+  monkeypatch.setattr(run, "unlearn", fail)
+  monkeypatch.setattr("dualoptim_jax.train.make_step", fail)
+  before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+  run.main(["--config", "tiny", "--out", str(tmp_path)])
+  assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+
+
+def test_unknown_dataset_is_a_clear_error(tmp_path):
+  config = dataclasses.replace(configs.CONFIGS["default"], dataset="mnist3d")
+  with pytest.raises(ValueError, match="mnist3d"):
+    run.load_setting(config, None)

@@ -69,13 +69,17 @@ def dynamic_map(signed: bool = True) -> jax.Array:
   signed map spans ``[-0.99296874, 1]`` with ``0`` at index 127; the unsigned
   map spans ``[0, 1]`` with ``0`` at index 0.
 
+  The table is a concrete array even under ``jax.jit``, so that
+  :func:`quantize_blockwise` can use its fast path.
+
   Args:
     signed: whether to build the signed map (else the unsigned one).
 
   Returns:
     The code table.
   """
-  return jnp.asarray(_dynamic_map_np(bool(signed)))
+  with jax.ensure_compile_time_eval():
+    return jnp.asarray(_dynamic_map_np(bool(signed)))
 
 
 def _blocks(flat: jax.Array, block_size: int) -> jax.Array:
@@ -91,7 +95,8 @@ def _nearest(code: jax.Array, y: jax.Array) -> jax.Array:
   (``code`` padded with ``+inf`` to a power-of-two length), gives
   ``k = clip(#{j : code_j < y}, 1, len(code) - 1)``, i.e. ``searchsorted``
   clipped so that ``code[k - 1]`` and ``code[k]`` are the two candidates.
-  Their float32 distances to ``y`` are compared; exact ties go to ``k - 1``.
+  Their float32 distances to ``y`` are compared; exact ties go to ``k - 1``
+  (and NaN gives 1). Used for a traced ``code``; else see :func:`_lookup`.
   """
   n = code.size
   table = jnp.pad(code, (0, (1 << (n - 1).bit_length()) - n), constant_values=jnp.inf)
@@ -105,7 +110,110 @@ def _nearest(code: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.where(y - lower <= upper - y, k - 1, k)
 
 
-@functools.partial(jax.jit, static_argnames="block_size")
+def _ordinal(x: np.ndarray) -> np.ndarray:
+  """float32 -> int64, increasing with the value; ``-0`` and ``0`` both give 0."""
+  bits = np.asarray(x, np.float32).view(np.int32).astype(np.int64)
+  return np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
+
+
+def _from_ordinal(k: np.ndarray) -> np.ndarray:
+  return np.where(k < 0, -k | 0x80000000, k).astype(np.uint32).view(np.float32)
+
+
+def _decision_points(code: np.ndarray) -> np.ndarray:
+  """The decision points ``t_j`` of :func:`_nearest`, ``j = 0..len(code) - 2``.
+
+  ``t_j`` is the largest float32 ``y`` with ``fl(y - c_j) <= fl(c_{j+1} - y)``,
+  i.e. not nearer to ``c_{j+1}`` than to ``c_j``. Both sides are monotone in
+  ``y``, so the comparison holds iff ``y <= t_j``, and :func:`_nearest`
+  returns ``#{j : t_j < y}`` for every non-NaN ``y``. Found by bisection over
+  the float32 values in ``[c_j, c_{j+1})``.
+  """
+  lo, hi = code[:-1], code[1:]
+  a, b = _ordinal(lo), _ordinal(hi)  # The comparison holds at c_j, fails at c_{j+1}.
+  while np.any(b - a > 1):
+    mid = (a + b) // 2
+    y = _from_ordinal(mid)
+    holds = y - lo <= hi - y
+    a, b = np.where(holds, mid, a), np.where(holds, b, mid)
+  return _from_ordinal(a)
+
+
+# Buckets of y for the table lookup: its sign and |y| >> 16 (the exponent and
+# the top 7 mantissa bits), clamped to the keys of 2^-24 and 2. Per sign, 128
+# buckets for each binade of [2^-24, 2), with smaller |y| in the first bucket
+# and larger |y| (inf included) in the last.
+_SHIFT = 16
+_FIRST, _LAST = (127 - 24) << 7, 128 << 7
+_BUCKETS = _LAST - _FIRST + 1  # Per sign.
+
+
+def _bucket(y: jax.Array) -> jax.Array:
+  bits = jax.lax.bitcast_convert_type(y, jnp.uint32)
+  key = jnp.clip((bits & 0x7FFFFFFF) >> _SHIFT, _FIRST, _LAST) - _FIRST
+  return (key + (bits >> 31) * _BUCKETS).astype(jnp.int32)
+
+
+@functools.lru_cache(maxsize=16)
+def _bucket_tables_for(code_bytes: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+  code = np.frombuffer(code_bytes, np.float32)
+  if code.size < 2 or not np.all(np.isfinite(code)) or np.any(np.diff(code) <= 0):
+    return None
+  t = _decision_points(code)
+  if np.any(np.abs(t) < 2.0**-23):
+    return None  # Too near 0, where float32 arithmetic may flush subnormals to zero.
+  # The smallest and largest |y| of each bucket, then the ends of each signed bucket.
+  key = np.arange(_FIRST, _LAST + 1, dtype=np.uint32)
+  small = np.where(key > _FIRST, key << _SHIFT, 0).view(np.float32)
+  large = np.where(key < _LAST, ((key + 1) << _SHIFT) - 1, 0x7F800000).view(np.float32)
+  base = np.searchsorted(t, np.concatenate([small, -large]))  # #{j : t_j < y}
+  top = np.searchsorted(t, np.concatenate([large, -small]))
+  if np.any(top - base > 1):
+    return None  # A bucket holds two decision points.
+  return base.astype(np.int32), np.append(t, np.inf).astype(np.float32)[base]
+
+
+def _bucket_tables(code) -> tuple[np.ndarray, np.ndarray] | None:
+  """``(base, t)`` with ``#{j : t_j < y} = base_b + [y > t_b]`` for all ``y`` in bucket ``b``.
+
+  ``None`` for a traced ``code``, or one with two decision points in a bucket
+  or any of magnitude below ``2^-23``.
+  """
+  if isinstance(code, jax.core.Tracer):
+    return None
+  return _bucket_tables_for(np.asarray(code, np.float32).tobytes())
+
+
+def _lookup(tables: tuple[jax.Array, jax.Array], y: jax.Array) -> jax.Array:
+  """:func:`_nearest` by one lookup in :func:`_bucket_tables` and one comparison."""
+  base, t = tables
+  b = _bucket(y)
+  return jnp.where(jnp.isnan(y), 1, base[b] + (y > t[b]))
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _quantize_blockwise(x, code, tables, block_size):
+  def quantize_blocks(blocks):
+    absmax = jnp.max(jnp.abs(blocks), axis=1)
+    recip = 1.0 / jnp.where(absmax > 0, absmax, jnp.inf)  # 0 for an all-zero block.
+    y = blocks * recip[:, None]
+    if tables is None:
+      codes = _nearest(jnp.asarray(code, jnp.float32), y)
+    else:
+      codes = _lookup(tables, y)
+    return codes.astype(jnp.uint8).reshape(-1), absmax
+
+  flat = jnp.asarray(x, jnp.float32).reshape(-1)
+  full = flat.size - flat.size % block_size
+  codes, absmax = quantize_blocks(flat[:full].reshape(-1, block_size))
+  if full < flat.size:
+    # The partial last block, zero-padded: this cannot raise its maximum of |x|.
+    last_codes, last_absmax = quantize_blocks(_blocks(flat[full:], block_size))
+    codes = jnp.concatenate([codes, last_codes[: flat.size - full]])
+    absmax = jnp.concatenate([absmax, last_absmax])
+  return codes.reshape(jnp.shape(x)), absmax
+
+
 def quantize_blockwise(
     x: jax.Array, code: jax.Array, block_size: int = 256
 ) -> tuple[jax.Array, jax.Array]:
@@ -117,6 +225,13 @@ def quantize_blockwise(
   all-zero block), ``q_i = argmin_k |code_k - fl(x_i r_b)|``; exact ties go to
   the lower index. An all-zero block thus maps to the index of ``code``'s 0.
 
+  Equivalently ``q_i = #{j : t_j < y_i}``, with ``y_i = fl(x_i r_b)`` and
+  ``t_j`` the largest float32 not nearer to ``code_{j+1}`` than to ``code_j``.
+  For a concrete ``code`` (e.g. :func:`dynamic_map`, concrete even under
+  ``jax.jit``) with at most one ``t_j`` per bucket of the sign, exponent and
+  top 7 mantissa bits of ``y``, this count is one table lookup and one
+  comparison; otherwise it is a binary search. Both give the same indices.
+
   Args:
     x: array of any shape, including a scalar.
     code: sorted ascending code table, e.g. :func:`dynamic_map`.
@@ -126,14 +241,7 @@ def quantize_blockwise(
     ``(codes, absmax)``: uint8 indices of ``x``'s shape and the float32
     per-block scales of shape ``(ceil(x.size / block_size),)``.
   """
-  x = jnp.asarray(x, jnp.float32)
-  # Zero padding cannot raise the block maximum of |x|.
-  blocks = _blocks(x.reshape(-1), block_size)
-  absmax = jnp.max(jnp.abs(blocks), axis=1)
-  recip = 1.0 / jnp.where(absmax > 0, absmax, jnp.inf)  # 0 for an all-zero block.
-  codes = _nearest(jnp.asarray(code, jnp.float32), blocks * recip[:, None])
-  codes = codes.astype(jnp.uint8).reshape(-1)[: x.size].reshape(x.shape)
-  return codes, absmax
+  return _quantize_blockwise(x, code, _bucket_tables(code), block_size)
 
 
 @functools.partial(jax.jit, static_argnames="block_size")

@@ -240,3 +240,111 @@ def test_quantize_with_a_short_code_table():
   np.testing.assert_array_equal(absmax, np.float32([4.0, 3.0, 0.1]))
   # y = [1, -1, -0.15, -0.125 | 0.3, 0.3667, 0.6667, 1 | 1]; -0.125 is a tie between -0.25 and 0.
   np.testing.assert_array_equal(codes, [4, 0, 1, 1, 3, 3, 3, 4, 4])
+
+
+def _nearest_reference(code, y):
+  """The exact rule in numpy: of the two entries around y, the nearer in float32; ties go low."""
+  assert y.dtype == code.dtype == np.float32
+  k = np.clip(np.searchsorted(code, y), 1, code.size - 1)
+  lower, upper = code[k - 1], code[k]
+  return np.where(np.isnan(y), 1, np.where(y - lower <= upper - y, k - 1, k))
+
+
+def _with_neighbours(points):
+  """The float32 points and their float32 neighbours on both sides."""
+  points = np.asarray(points, np.float32)
+  up, down = np.float32(np.inf), np.float32(-np.inf)
+  return np.concatenate([points, np.nextafter(points, up), np.nextafter(points, down)])
+
+
+_CODES = {
+    "signed": np.asarray(qz.dynamic_map(True)),
+    "unsigned": np.asarray(qz.dynamic_map(False)),
+    "short": np.float32([-1.0, -0.25, 0.0, 0.5, 1.0]),
+}
+
+
+@pytest.mark.parametrize("name", list(_CODES))
+def test_decision_points(name):
+  # t_j is the largest float32 not nearer to code[j + 1] than to code[j].
+  code = _CODES[name]
+  t = qz._decision_points(code)
+  lo, hi = code[:-1], code[1:]
+  after = np.nextafter(t, np.float32(np.inf))
+  assert np.all(t - lo <= hi - t) and np.all(after - lo > hi - after)
+  assert np.all(lo <= t) and np.all(t < hi)
+
+
+@pytest.mark.parametrize("name", list(_CODES))
+def test_table_lookup_is_exact_for_every_float32(name):
+  # The lookup is constant between consecutive bucket edges and decision points, and the binary
+  # search between consecutive decision points and code entries. Checking all these points and
+  # their float32 neighbours therefore checks every float32 y, including +-0, +-inf and NaN.
+  code = _CODES[name]
+  tables = qz._bucket_tables(code)
+  assert tables is not None
+  key = np.arange(qz._FIRST, qz._LAST + 2, dtype=np.uint32)
+  edges = (key << qz._SHIFT).view(np.float32)
+  special = np.float32([0.0, 1e-45, 1e-38, 1.0, 2.0, np.inf, np.nan])
+  y = _with_neighbours(np.concatenate([edges, qz._decision_points(code), code, special]))
+  y = np.concatenate([y, -y])
+  expected = _nearest_reference(code, y)
+  np.testing.assert_array_equal(qz._lookup(tables, jnp.asarray(y)), expected)
+  np.testing.assert_array_equal(qz._nearest(jnp.asarray(code), jnp.asarray(y)), expected)
+
+
+@pytest.mark.parametrize("name", list(_CODES))
+def test_quantize_is_exact_near_entries_and_decision_points(name):
+  # Blocks [1, y] quantise y itself: y runs over the code entries, the decision points, +-0 and
+  # +-1 with their float32 neighbours, within [-1, 1].
+  code = _CODES[name]
+  y = _with_neighbours(np.concatenate([code, qz._decision_points(code), [0.0, 1.0]]))
+  y = np.concatenate([y, -y, np.float32([-0.0])])
+  y = y[np.abs(y) <= 1]
+  x = np.stack([np.ones_like(y), y], axis=1)
+  codes, absmax = qz.quantize_blockwise(x, code, 2)
+  np.testing.assert_array_equal(absmax, np.ones(y.size, np.float32))
+  np.testing.assert_array_equal(codes[:, 1], _nearest_reference(code, y))
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_table_lookup_matches_binary_search(signed):
+  # A concrete code uses the table lookup, a traced one the binary search.
+  code = qz.dynamic_map(signed)
+  rng = np.random.default_rng(5)
+  scale = np.logspace(-40, 30, 64, dtype=np.float32)[:, None]
+  x = (rng.standard_normal((64, 256)) * scale).astype(np.float32)
+  x[0] = np.asarray(code)[rng.integers(0, 256, 256)]  # Exact code entries, absmax 1.
+  x[1, ::2] = -0.0
+  x[2] = 0.0
+  x[3, 5] = np.inf  # fl(1 / absmax) = 0.
+  traced = jax.jit(qz.quantize_blockwise, static_argnames="block_size")
+  for block_size in (256, 100):
+    chex.assert_trees_all_equal(
+        qz.quantize_blockwise(x, code, block_size), traced(x, code, block_size=block_size)
+    )
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        np.float32([-1.0, 0.0, 0.5, 0.50000006, 0.5000001, 1.0]),  # Two decision points a bucket.
+        np.float32([-1.0, -1e-30, 0.0, 1e-30, 1.0]),  # Decision points near 0.
+    ],
+)
+def test_codes_without_table_use_the_binary_search(code):
+  assert qz._bucket_tables(code) is None
+  y = _with_neighbours(np.concatenate([code, qz._decision_points(code)]))
+  y = y[np.abs(y) <= 1]
+  codes, _ = qz.quantize_blockwise(np.stack([np.ones_like(y), y], axis=1), code, 2)
+  np.testing.assert_array_equal(codes[:, 1], _nearest_reference(code, y))
+
+
+def test_dynamic_map_is_concrete_under_jit():
+  @jax.jit
+  def f(x):
+    assert qz._bucket_tables(qz.dynamic_map(True)) is not None
+    return qz.quantize(x).codes
+
+  x = jnp.linspace(-1.0, 1.0, 300)
+  np.testing.assert_array_equal(f(x), qz.quantize(x).codes)

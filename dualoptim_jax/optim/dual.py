@@ -143,7 +143,8 @@ def dual_transform(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _as_schedule(learning_rate: float | optax.Schedule) -> optax.Schedule:
+def as_schedule(learning_rate: float | optax.Schedule) -> optax.Schedule:
+  """A schedule as is; a constant as a constant schedule."""
   if callable(learning_rate):
     return learning_rate
   return lambda count: learning_rate
@@ -178,7 +179,7 @@ def shared_transform(
   if not learning_rates:
     raise ValueError("shared_transform needs a learning rate for at least one objective.")
   transforms = {
-      k: optax.with_extra_args_support(factory(learning_rate=_as_schedule(lr), **hyperparams))
+      k: optax.with_extra_args_support(factory(learning_rate=as_schedule(lr), **hyperparams))
       for k, lr in learning_rates.items()
   }
   first = next(iter(transforms.values()))

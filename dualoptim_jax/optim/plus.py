@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dualoptim_jax.optim.dual import _check_objective, check_same_structure
+from dualoptim_jax.optim.dual import _check_objective, as_schedule, check_same_structure
 from dualoptim_jax.optim.quantized_state import check_state_bits, is_quantized, load, store
-from dualoptim_jax.optim.recipes import MaskOrFn, ScalarOrSchedule, _decay_mask, _schedule
+from dualoptim_jax.optim.recipes import MaskOrFn, ScalarOrSchedule, _decay_mask
 from dualoptim_jax.optim.schedules import FORGET, RETAIN
 
 
@@ -99,7 +99,7 @@ def dualoptim_plus(
     A transform with ``update(updates, state, params, *, objective)``.
   """
   check_state_bits(state_bits)
-  schedule = _schedule(learning_rate)
+  schedule = as_schedule(learning_rate)
   ratios = {FORGET: forget_lr_ratio, RETAIN: 1.0}
   quant = {"block_size": block_size, "min_8bit_size": min_8bit_size}
 

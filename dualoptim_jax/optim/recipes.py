@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dualoptim_jax.optim.dual import dual_transform, shared_transform
+from dualoptim_jax.optim.dual import as_schedule, dual_transform, shared_transform
 from dualoptim_jax.optim.quantized_state import check_state_bits, quantize_moments
 from dualoptim_jax.optim.schedules import FORGET, RETAIN
 
@@ -99,10 +99,6 @@ def shared_adamw(
   )
 
 
-def _schedule(learning_rate: ScalarOrSchedule) -> optax.Schedule:
-  return learning_rate if callable(learning_rate) else (lambda count: learning_rate)
-
-
 def _decay_mask(mask: MaskOrFn, params: optax.Params):
   if mask is None:
     return jax.tree.map(lambda _: True, params)
@@ -157,7 +153,7 @@ def dualoptim_llm(
     A transform with ``update(updates, state, params, *, objective)``.
   """
   check_state_bits(state_bits)
-  schedule = _schedule(learning_rate)
+  schedule = as_schedule(learning_rate)
   ratios = {FORGET: forget_lr_ratio, RETAIN: 1.0}
 
   def moments():

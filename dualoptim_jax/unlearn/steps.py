@@ -5,7 +5,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -92,6 +91,3 @@ def make_grad_fn(graphdef: nnx.GraphDef, loss_fn: LossFn) -> Callable:
 
   return grad
 
-
-def tree_zeros_like(tree):
-  return jax.tree.map(jnp.zeros_like, tree)

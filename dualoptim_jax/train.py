@@ -1,8 +1,10 @@
 """Supervised training of the original (pre-unlearning) models: SGD, cross-entropy, cosine decay.
 
-`train_classifier` is the reference's pretraining loop: SGD with momentum and coupled L2 decay
-(`sgd_l2`), mean cross-entropy, train-mode BatchNorm, and a learning rate set at the start of every
-epoch to ``lr * (1 + cos(pi * epoch / epochs)) / 2``. Epoch ``e`` draws its batch order and
+`train_classifier` trains the original model and the retrained reference alike: SGD with momentum
+and coupled L2 decay (`sgd_l2`), mean cross-entropy, train-mode BatchNorm, and a learning rate set
+at the start of every epoch to ``lr * (1 + cos(pi * epoch / epochs)) / 2``. (The reference's own
+pretraining overwrites the rate with a 20-epoch-period cosine and retrains with MultiStepLR; this
+project uses one plain cosine for both, see the README.) Epoch ``e`` draws its batch order and
 augmentation from ``np.random.default_rng([seed, e])``, so with a checkpoint directory an
 interrupted run resumes bit-identically from its last finished epoch.
 """

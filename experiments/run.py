@@ -14,6 +14,7 @@ run); finished runs are found and skipped, so a long table can be built over sev
 
 import argparse
 import dataclasses
+import json
 import pathlib
 import time
 
@@ -72,25 +73,33 @@ def evaluate(graphdef, state: TrainState, split: D.UnlearningSplit) -> dict[str,
 def run_one(config, method, optimizer, seed, graphdef, original, split, out, wall):
   """One unlearning run; writes its JSON (metrics, per-epoch curve if tracked, phase times)."""
   path = out / "runs" / f"{method}-{optimizer}-seed{seed}.json"
+  hyperparameters = dataclasses.asdict(config.unlearn_config(method, optimizer))
   if path.exists():
+    saved = json.loads(path.read_text()).get("hyperparameters")
+    if saved != hyperparameters:
+      raise ValueError(f"{path} was run with other hyper-parameters ({saved}); use another --out.")
     return
-  curve = []
-  on_epoch = None
-  if method in config.track_epochs:
-    on_epoch = lambda epoch, state: curve.append(evaluate(graphdef, state, split))  # noqa: E731
+  curve, curve_seconds = [], [0.0]
+
+  def on_epoch(epoch, state):
+    start = time.perf_counter()
+    curve.append(evaluate(graphdef, state, split))
+    curve_seconds[0] += time.perf_counter() - start
+
   start = time.perf_counter()
   state = unlearn(method, optimizer, graphdef, original, split,
-                  config.unlearn_config(method, optimizer), seed=seed, on_epoch=on_epoch,
+                  config.unlearn_config(method, optimizer), seed=seed,
+                  on_epoch=on_epoch if method in config.track_epochs else None,
                   progress=lambda it, total: tqdm(it, total=total, leave=False,
                                                   desc=f"{method}/{optimizer}/seed {seed}"))
   jax.block_until_ready(state)
-  unlearn_seconds = time.perf_counter() - start
+  unlearn_seconds = time.perf_counter() - start - curve_seconds[0]
   start = time.perf_counter()
   metrics = evaluate(graphdef, state, split)
   E.save_run_json(path, {
       "config": config.name, "method": method, "optimizer": optimizer, "seed": seed, **metrics,
-      "curve": curve, "hyperparameters": dataclasses.asdict(config.unlearn_config(method, optimizer)),
-      "seconds": {**wall, "unlearning": unlearn_seconds,
+      "curve": curve, "hyperparameters": hyperparameters,
+      "seconds": {**wall, "unlearning": unlearn_seconds, "curve_evaluation": curve_seconds[0],
                   "evaluation": time.perf_counter() - start},
   })
 
@@ -128,13 +137,22 @@ def main(argv=None):
   parser.add_argument("--methods", nargs="+", choices=sorted(METHODS))
   parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS)
   parser.add_argument("--seeds", nargs="+", type=int)
+  parser.add_argument("--forget-lr", nargs="+", default=[], metavar="OPTIMIZER=LR",
+                      help="override forget learning rates, e.g. dual=3e-4 sgd=0.02 (use a "
+                           "separate --out per setting: finished runs are found by name)")
   args = parser.parse_args(argv)
 
   config = CONFIGS[args.config]
+  forget_lr = dict(config.forget_lr)
+  for item in args.forget_lr:
+    name, _, value = item.partition("=")
+    if name not in OPTIMIZERS or not value:
+      parser.error(f"--forget-lr takes OPTIMIZER=LR with OPTIMIZER in {OPTIMIZERS}, got {item!r}")
+    forget_lr[name] = float(value)
   config = dataclasses.replace(
       config, methods=tuple(args.methods or config.methods),
       optimizers=tuple(args.optimizers or config.optimizers),
-      seeds=tuple(args.seeds or config.seeds))
+      seeds=tuple(args.seeds or config.seeds), forget_lr=forget_lr)
   out = args.out or pathlib.Path("runs") / config.name
   (out / "runs").mkdir(parents=True, exist_ok=True)
   pool, test, forget_idx = load_setting(config, args.data_root)

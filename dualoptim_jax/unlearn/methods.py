@@ -14,8 +14,8 @@ A method is a forget loss, a retain loss, an optional gradient mask and a step s
 Optimizers (reference section 2.3): ``sgd`` and ``adam`` keep ONE state for both objectives and
 switch its learning rate per objective; ``dual`` gives each objective its own (AdamW forgets, SGD
 retains). Unlike the reference, where ``--optim dual`` silently means SGD at the retain learning
-rate for GA and FT, here every step goes to its objective's optimizer: GA's forget steps run AdamW
-at the forget learning rate, FT's retain steps SGD at the retain learning rate.
+rate for GA, here every step goes to its objective's optimizer: GA's forget steps run AdamW at the
+forget learning rate (FT's retain steps run SGD at the retain learning rate, as in the reference).
 """
 
 import dataclasses
@@ -97,16 +97,21 @@ def sfron_iteration(count, period: int, objective: str | None):
 
 def make_optimizer(name: str, method: str, config: UnlearnConfig,
                    total_iters: int | None = None) -> optax.GradientTransformationExtraArgs:
-  """The ``sgd`` / ``adam`` / ``dual`` optimizer of a method.
+  """The ``sgd`` / ``adam`` / ``dual`` optimizer of a method (reference ``unlearn/impl.py``).
 
-  SFRon (reference ``sfron.py``): both learning rates follow a cosine over its iterations
-  (stepped every iteration), forget gradients are clipped to global norm ``sfron_max_norm``, and
-  the shared optimizers run at ``retain_lr`` for both objectives.
+  Shared optimizers run the forget steps at ``forget_lr`` and the retain steps at ``retain_lr``
+  (RL, SalUn, SCRUB switch per phase), except FT, whose retain steps keep the forget learning rate
+  (the reference's ``unlearn_lr``) because it never switches. SFRon (reference ``sfron.py``): both
+  learning rates follow a cosine over its iterations (stepped every iteration), forget gradients
+  are clipped to global norm ``sfron_max_norm``, and the shared optimizers (SGD 0.9 / 5e-4, AdamW
+  0.9 / 0.999 / 0.05) run at ``retain_lr`` for both objectives.
   """
   if name not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {name!r}; known optimizers: {OPTIMIZERS}.")
   forget_lr, retain_lr = config.forget_lr, config.retain_lr
   if METHODS[method].loop != "sfron":
+    if method == "FT" and name != "dual":
+      retain_lr = forget_lr
     factory = {"sgd": do.shared_sgd, "adam": do.shared_adamw, "dual": do.dualoptim}[name]
     return factory(forget_lr, retain_lr)
 
@@ -117,9 +122,12 @@ def make_optimizer(name: str, method: str, config: UnlearnConfig,
   if name == "dual":
     tx = do.dualoptim(cosine(forget_lr, do.FORGET), cosine(retain_lr, do.RETAIN))
   else:
-    factory = {"sgd": do.sgd_l2, "adam": optax.adamw}[name]
+    factory, hyperparams = {
+        "sgd": (do.sgd_l2, {"momentum": 0.9, "weight_decay": 5e-4}),
+        "adam": (optax.adamw, {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.05}),
+    }[name]
     tx = do.shared_transform(factory, {do.FORGET: cosine(retain_lr, None),
-                                       do.RETAIN: cosine(retain_lr, None)})
+                                       do.RETAIN: cosine(retain_lr, None)}, **hyperparams)
   clip_forget = do.dual_transform({do.FORGET: optax.clip_by_global_norm(config.sfron_max_norm),
                                    do.RETAIN: optax.identity()})
   return optax.chain(clip_forget, tx)

@@ -42,7 +42,8 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
   result = json.loads((tmp_path / "runs" / "SFRon-dual-seed1.json").read_text())
   assert {"UA", "RA", "TA", "MIA"} <= result.keys()
   assert len(result["curve"]) == 2  # SFRon is tracked every epoch
-  assert set(result["seconds"]) == {"pretraining", "retraining", "unlearning", "evaluation"}
+  assert set(result["seconds"]) == {"pretraining", "retraining", "unlearning",
+                                    "curve_evaluation", "evaluation"}
   table = (tmp_path / "table.md").read_text()
   assert "| SFRon (dual) |" in table and "| RT |" in table
   assert (tmp_path / "table.csv").exists() and (tmp_path / "curves.png").stat().st_size > 0
@@ -56,6 +57,10 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
   before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
   run.main(["--config", "tiny", "--out", str(tmp_path)])
   assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+
+  # Other hyper-parameters under the same --out are refused instead of silently reused.
+  with pytest.raises(ValueError, match="other hyper-parameters"):
+    run.main(["--config", "tiny", "--out", str(tmp_path), "--forget-lr", "dual=0.5"])
 
 
 def test_unknown_dataset_is_a_clear_error(tmp_path):

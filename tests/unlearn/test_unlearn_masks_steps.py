@@ -81,3 +81,39 @@ def test_unknown_method_or_optimizer(problem):
     dj.unlearn.unlearn("Salun", "dual", graphdef, original, split, dj.unlearn.UnlearnConfig())
   with pytest.raises(ValueError, match="dual"):
     dj.unlearn.unlearn("RL", "duel", graphdef, original, split, dj.unlearn.UnlearnConfig())
+
+
+def test_make_optimizer_learning_rates_and_decays_follow_the_reference():
+  from dualoptim_jax.unlearn import UnlearnConfig
+  from dualoptim_jax.unlearn.methods import make_optimizer
+
+  config = UnlearnConfig(forget_lr=0.02, retain_lr=0.01)
+  params, zero = {"w": jnp.ones(3)}, {"w": jnp.zeros(3)}
+
+  def decay_step(tx, objective, state=None):
+    """With zero gradients the first update is -lr * wd * theta: it reveals lr * wd."""
+    state = tx.init(params) if state is None else state
+    updates, state = tx.update(zero, state, params, objective=objective)
+    return float(-updates["w"][0]), state
+
+  # Shared SGD: RL switches the lr per phase; FT never switches, so it retains at the forget lr.
+  assert decay_step(make_optimizer("sgd", "RL", config), "retain")[0] == pytest.approx(0.01 * 5e-4)
+  assert decay_step(make_optimizer("sgd", "RL", config), "forget")[0] == pytest.approx(0.02 * 5e-4)
+  assert decay_step(make_optimizer("sgd", "FT", config), "retain")[0] == pytest.approx(0.02 * 5e-4)
+  assert decay_step(make_optimizer("dual", "FT", config), "retain")[0] == pytest.approx(0.01 * 5e-4)
+  # SFRon, shared AdamW: retain_lr for both objectives and weight decay 0.05, cosine at iteration 0.
+  tx = make_optimizer("adam", "SFRon", config, total_iters=10)
+  assert decay_step(tx, "forget")[0] == pytest.approx(0.01 * 0.05, rel=1e-5)
+  # SFRon, dual: the forget lr follows the cosine of the iteration (forget step j is iteration 5j).
+  tx = make_optimizer("dual", "SFRon", config, total_iters=10)
+  _, state = decay_step(tx, "forget")
+  second, _ = decay_step(tx, "forget", state)  # iteration 5 of 10: lr = 0.02 * (1 + cos(pi/2)) / 2
+  assert second == pytest.approx(0.01 * 0.05, rel=1e-5)
+  # SFRon clips forget gradients to global norm 7 before the optimizer; retain ones are not clipped.
+  big = {"w": jnp.full(3, 40.0)}
+  _, state = tx.update(big, tx.init(params), params, objective="forget")
+  mu = state[1].inner_states["forget"][0].mu["w"]
+  np.testing.assert_allclose(mu, 0.1 * 7.0 / np.sqrt(3), rtol=1e-5)
+  _, state = tx.update(big, tx.init(params), params, objective="retain")
+  trace = state[1].inner_states["retain"][1][0].trace["w"]
+  np.testing.assert_allclose(trace, 40.0 + 5e-4, rtol=1e-6)

@@ -99,3 +99,29 @@ def test_unlearning_metrics():
   assert metrics["UA"] == 25.0 and metrics["RA"] == 100.0 and metrics["TA"] == 20.0
   # Forget has the retain entropy, test is uniform: every forget sample is a member.
   assert metrics["MIA"] == 100.0
+
+
+def _two_class_with_entropy(h):
+  """Rows (p, 1 - p) whose entropy is h nats (0 < h < log 2), found by bisection."""
+  lo, hi = np.full(len(h), 1e-12), np.full(len(h), 0.5)
+  for _ in range(100):
+    mid = (lo + hi) / 2
+    too_low = -(mid * np.log(mid) + (1 - mid) * np.log(1 - mid)) < h
+    lo, hi = np.where(too_low, mid, lo), np.where(too_low, hi, mid)
+  return np.stack([lo, 1 - lo], axis=1)
+
+
+def test_mia_overlapping_classes_threshold_by_symmetry():
+  # Retain (members) have low entropy, test high, with overlap (0.45 > 0.25). The feature sets are
+  # mirror images around c = log(2) / 2 with equal sizes, so the fitted logistic regression (L2 on
+  # the weight only) is symmetric too: its boundary is exactly c. Forget samples below c count
+  # as members: 3 of 5.
+  c = np.log(2) / 2
+  retain = c - np.array([0.25, 0.2, 0.15, 0.1, -0.05, -0.02])
+  test = 2 * c - retain
+  forget = c + np.array([-0.2, -0.01, -0.3, 0.01, 0.2])
+  got = mia_efficacy(*(_two_class_with_entropy(h) for h in (retain, forget, test)))
+  assert got == pytest.approx(60.0)
+  # Swapping the roles of retain and test flips every decision.
+  flipped = mia_efficacy(*(_two_class_with_entropy(h) for h in (test, forget, retain)))
+  assert flipped == pytest.approx(40.0)

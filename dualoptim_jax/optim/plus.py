@@ -72,6 +72,10 @@ def dualoptim_plus(
 
   At :math:`T = 1` this is an Adam step; with :math:`M = V = 0` it is DualOptim's decoupled AdamW.
 
+  On CPU, XLA copies the donated base moments before updating them in place unless
+  ``XLA_FLAGS=--xla_cpu_copy_insertion_use_region_analysis=true`` is set (2.5x faster fp32 update
+  on a ResNet-18-sized tree; see ``benchmarks/README.md``).
+
   **Float32 ill-conditioning.** :math:`\hat v_k + \hat V` is a difference of two EMAs (the delta
   :math:`v_k` tracks :math:`g^2 - \hat V`) and can nearly cancel: float32 round-off then decides
   the denominator, and one element's step can be hundreds of times :math:`\eta_k`. This is the

@@ -45,6 +45,9 @@ class Method:
   random_labels: bool = False  # forget batches get uniform random labels (RL, SalUn)
   teacher: bool = False  # the original model's logits reach the losses (SCRUB)
   loop: str = "epochs"  # "epochs" or "sfron"
+  # Loss keyword -> UnlearnConfig field, per objective.
+  forget_hparams: tuple[tuple[str, str], ...] = ()
+  retain_hparams: tuple[tuple[str, str], ...] = ()
 
 
 METHODS: dict[str, Method] = {
@@ -52,8 +55,10 @@ METHODS: dict[str, Method] = {
     "GA": Method(losses.negative_cross_entropy, None),
     "RL": Method(losses.cross_entropy, losses.cross_entropy, random_labels=True),
     "SalUn": Method(losses.cross_entropy, losses.cross_entropy, mask="salun", random_labels=True),
-    "SCRUB": Method(losses.scrub_forget, losses.scrub_retain, teacher=True),
-    "SFRon": Method(losses.sfron_forget, losses.cross_entropy, mask="fisher", loop="sfron"),
+    "SCRUB": Method(losses.scrub_forget, losses.scrub_retain, teacher=True,
+                    retain_hparams=(("gamma", "scrub_gamma"), ("alpha", "scrub_alpha"))),
+    "SFRon": Method(losses.sfron_forget, losses.cross_entropy, mask="fisher", loop="sfron",
+                    forget_hparams=(("lambd", "sfron_lambda"),)),
 }
 OPTIMIZERS = ("sgd", "adam", "dual")
 
@@ -186,9 +191,8 @@ def unlearn(
   masks = {do.FORGET: mask, do.RETAIN: mask if spec.mask == "salun" else None}
 
   step_losses = {do.FORGET: spec.forget_loss, do.RETAIN: spec.retain_loss}
-  hparams = {do.FORGET: {}, do.RETAIN: {}}
-  if method == "SCRUB":
-    hparams[do.RETAIN] = {"gamma": config.scrub_gamma, "alpha": config.scrub_alpha}
+  hparams = {k: {name: getattr(config, field) for name, field in pairs}
+             for k, pairs in ((do.FORGET, spec.forget_hparams), (do.RETAIN, spec.retain_hparams))}
   steps = {k: make_step(graphdef, tx, loss, objective=k)
            for k, loss in step_losses.items() if loss is not None}
 
@@ -206,7 +210,6 @@ def unlearn(
     if objective == do.FORGET and spec.loop == "sfron":
       iteration = schedule.steps_before(t, do.RETAIN)
       extra["alpha"] = config.sfron_alpha * (1 + math.cos(math.pi * iteration / iters)) / 2
-      extra["lambd"] = config.sfron_lambda
     state, _ = steps[objective](state, images, labels, masks[objective], teacher, **extra)
     if on_epoch is not None and t in epoch_ends:
       on_epoch(epoch_ends[t], state)

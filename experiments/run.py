@@ -111,11 +111,13 @@ def summarize(out: pathlib.Path, config: ExperimentConfig) -> str:
   if not reference:
     raise FileNotFoundError(f"No retrained-reference runs under {out / 'runs'}.")
   rows, csv_rows, curves = {"RT": E.summarize(reference, reference)}, {}, {}
-  for (method, optimizer), group in E.group_runs(runs).items():
-    if method == "RT":
-      continue
+  groups = E.group_runs(runs)
+  groups.pop(("RT", "sgd"))
+  # The original model's row comes first, right under RT.
+  for (method, optimizer), group in sorted(groups.items(), key=lambda g: g[0][0] != "Original"):
     summary = E.summarize(group, reference)
-    rows[f"{method} ({optimizer})"] = csv_rows[(method, optimizer)] = summary
+    label = method if method == "Original" else f"{method} ({optimizer})"
+    rows[label] = csv_rows[(method, optimizer)] = summary
     if all(r["curve"] for r in group):
       curves[f"{method} ({optimizer})"] = np.array(
           [[[epoch[m] for m in E.METRICS] for epoch in r["curve"]] for r in group])
@@ -167,11 +169,13 @@ def main(argv=None):
     _, retrained = pretrain(config, split.retain, out / "checkpoints" / f"retrain-seed{seed}",
                             seed, f"retrain seed {seed}")
     wall_seed = {**wall, "retraining": time.perf_counter() - start}
-    rt_path = out / "runs" / f"RT-seed{seed}.json"
-    if not rt_path.exists():
-      E.save_run_json(rt_path, {"config": config.name, "method": "RT", "optimizer": "sgd",
-                                "seed": seed, **evaluate(graphdef, retrained, split),
-                                "curve": [], "seconds": wall_seed})
+    # The retrained reference, and the original model before unlearning for comparison.
+    for name, state in (("RT", retrained), ("Original", original)):
+      path = out / "runs" / f"{name}-seed{seed}.json"
+      if not path.exists():
+        E.save_run_json(path, {"config": config.name, "method": name, "optimizer": "sgd",
+                               "seed": seed, **evaluate(graphdef, state, split),
+                               "curve": [], "seconds": wall_seed})
     for method, optimizer in tqdm(grid, desc=f"seed {seed}"):
       run_one(config, method, optimizer, seed, graphdef, original, split, out, wall_seed)
   print(summarize(out, config))

@@ -38,14 +38,16 @@ def tiny(monkeypatch):
 def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path, monkeypatch):
   run.main(["--config", "tiny", "--out", str(tmp_path)])
   names = sorted(p.name for p in (tmp_path / "runs").iterdir())
-  assert names == ["RT-seed1.json", "SFRon-dual-seed1.json", "SFRon-sgd-seed1.json"]
+  assert names == ["Original-seed1.json", "RT-seed1.json", "SFRon-dual-seed1.json",
+                   "SFRon-sgd-seed1.json"]
   result = json.loads((tmp_path / "runs" / "SFRon-dual-seed1.json").read_text())
   assert {"UA", "RA", "TA", "MIA"} <= result.keys()
   assert len(result["curve"]) == 2  # SFRon is tracked every epoch
   assert set(result["seconds"]) == {"pretraining", "retraining", "unlearning",
                                     "curve_evaluation", "evaluation"}
   table = (tmp_path / "table.md").read_text()
-  assert "| SFRon (dual) |" in table and "| RT |" in table
+  rows = [line.split(" | ")[0] for line in table.strip().splitlines()[4:]]
+  assert rows == ["| RT", "| Original", "| SFRon (dual)", "| SFRon (sgd)"]
   assert (tmp_path / "table.csv").exists() and (tmp_path / "curves.png").stat().st_size > 0
 
   # A second invocation finds every run and checkpoint: nothing is trained or unlearned again.

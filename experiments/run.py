@@ -105,8 +105,12 @@ def run_one(config, method, optimizer, seed, graphdef, original, split, out, wal
 
 
 def summarize(out: pathlib.Path, config: ExperimentConfig) -> str:
-  """Writes table.md, table.csv and curves.png from the run JSONs; returns the Markdown table."""
-  runs = [r for r in E.load_runs(out / "runs") if r.get("config") == config.name]
+  """Writes table.md, table.csv and curves.png from the run JSONs of the config's methods,
+  optimizers and seeds; returns the Markdown table."""
+  runs = [r for r in E.load_runs(out / "runs")
+          if r.get("config") == config.name and r["seed"] in config.seeds
+          and (r["method"] in ("RT", "Original") or (r["method"] in config.methods
+                                                     and r["optimizer"] in config.optimizers))]
   reference = [r for r in runs if r["method"] == "RT"]
   if not reference:
     raise FileNotFoundError(f"No retrained-reference runs under {out / 'runs'}.")

@@ -60,6 +60,12 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
   run.main(["--config", "tiny", "--out", str(tmp_path)])
   assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
 
+  # The table covers only the selected part of the grid.
+  run.main(["--config", "tiny", "--out", str(tmp_path), "--optimizers", "dual"])
+  table = (tmp_path / "table.md").read_text()
+  assert [line.split(" | ")[0] for line in table.strip().splitlines()[4:]] == [
+      "| RT", "| Original", "| SFRon (dual)"]
+
   # Other hyper-parameters under the same --out are refused instead of silently reused.
   with pytest.raises(ValueError, match="other hyper-parameters"):
     run.main(["--config", "tiny", "--out", str(tmp_path), "--forget-lr", "dual=0.5"])

@@ -82,6 +82,7 @@ def run_one(config, method, optimizer, seed, graphdef, original, split, out, wal
   curve, curve_seconds = [], [0.0]
 
   def on_epoch(epoch, state):
+    jax.block_until_ready(state)  # queued train steps count as unlearning, not evaluation
     start = time.perf_counter()
     curve.append(evaluate(graphdef, state, split))
     curve_seconds[0] += time.perf_counter() - start
@@ -107,18 +108,17 @@ def run_one(config, method, optimizer, seed, graphdef, original, split, out, wal
 def summarize(out: pathlib.Path, config: ExperimentConfig) -> str:
   """Writes table.md, table.csv and curves.png from the run JSONs of the config's methods,
   optimizers and seeds; returns the Markdown table."""
-  runs = [r for r in E.load_runs(out / "runs")
-          if r.get("config") == config.name and r["seed"] in config.seeds
-          and (r["method"] in ("RT", "Original") or (r["method"] in config.methods
-                                                     and r["optimizer"] in config.optimizers))]
-  reference = [r for r in runs if r["method"] == "RT"]
+  # Rows: RT, Original, then the methods and optimizers in the config's order.
+  order = [("RT", "sgd"), ("Original", "sgd")] + [
+      (m, o) for m in config.methods for o in config.optimizers]
+  runs = [r for r in E.load_runs(out / "runs") if r.get("config") == config.name
+          and r["seed"] in config.seeds and (r["method"], r["optimizer"]) in order]
+  groups = E.group_runs(runs)
+  reference = groups.pop(("RT", "sgd"), None)
   if not reference:
     raise FileNotFoundError(f"No retrained-reference runs under {out / 'runs'}.")
   rows, csv_rows, curves = {"RT": E.summarize(reference, reference)}, {}, {}
-  groups = E.group_runs(runs)
-  groups.pop(("RT", "sgd"))
-  # The original model's row comes first, right under RT.
-  for (method, optimizer), group in sorted(groups.items(), key=lambda g: g[0][0] != "Original"):
+  for (method, optimizer), group in sorted(groups.items(), key=lambda g: order.index(g[0])):
     summary = E.summarize(group, reference)
     label = method if method == "Original" else f"{method} ({optimizer})"
     rows[label] = csv_rows[(method, optimizer)] = summary

@@ -47,7 +47,7 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
                                     "curve_evaluation", "evaluation"}
   table = (tmp_path / "table.md").read_text()
   rows = [line.split(" | ")[0] for line in table.strip().splitlines()[4:]]
-  assert rows == ["| RT", "| Original", "| SFRon (dual)", "| SFRon (sgd)"]
+  assert rows == ["| RT", "| Original", "| SFRon (sgd)", "| SFRon (dual)"]  # the config's order
   assert (tmp_path / "table.csv").exists() and (tmp_path / "curves.png").stat().st_size > 0
 
   # A second invocation finds every run and checkpoint: nothing is trained or unlearned again.

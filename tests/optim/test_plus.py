@@ -11,16 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import dualoptim_jax as dj
-
-
-def run(tx, params, steps):
-  state = tx.init(params)
-  trajectory = []
-  for grads, objective in steps:
-    updates, state = tx.update(grads, state, params, objective=objective)
-    params = optax.apply_updates(params, updates)
-    trajectory.append(params)
-  return trajectory, state
+from helpers import run_updates
 
 
 def test_hand_computed_steps():
@@ -34,7 +25,8 @@ def test_hand_computed_steps():
   #                 1.1904762/sqrt(1.9761905) = 0.8468559 -> 0.9730494
   tx = dj.dualoptim_plus(0.1, b1=0.5, b2=0.5, base_b1=0.5, base_b2=0.5, eps=0.0, weight_decay=0.0)
   steps = [(2.0, "forget"), (-1.0, "retain"), (1.0, "retain"), (0.5, "forget")]
-  trajectory, state = run(tx, {"w": jnp.ones(1)}, [({"w": jnp.array([g])}, o) for g, o in steps])
+  trajectory, state = run_updates(tx, {"w": jnp.ones(1)},
+      [({"w": jnp.array([g])}, o) for g, o in steps])
   np.testing.assert_allclose([float(p["w"][0]) for p in trajectory],
                              [0.9, 1.0, 1.057735, 0.9730494], rtol=1e-6)
   np.testing.assert_allclose(state.base_mu["w"], [0.5 * 0.5 + 0.5 * 0.5], rtol=1e-6)
@@ -45,7 +37,7 @@ def test_hand_computed_steps():
 def test_weight_decay_comes_first():
   # theta0 = 1, lr 0.1, wd 0.5, first step direction 1: 1 * (1 - 0.05) - 0.1 = 0.85.
   tx = dj.dualoptim_plus(0.1, eps=0.0, weight_decay=0.5)
-  trajectory, _ = run(tx, {"w": jnp.ones(1)}, [({"w": jnp.array([2.0])}, "forget")])
+  trajectory, _ = run_updates(tx, {"w": jnp.ones(1)}, [({"w": jnp.array([2.0])}, "forget")])
   np.testing.assert_allclose(trajectory[0]["w"], [0.85], rtol=1e-6)
 
 
@@ -83,7 +75,8 @@ def test_matches_float64_replay_with_schedule_ratio_and_mask():
                          base_b1=betas[2], base_b2=betas[3], weight_decay=0.1,
                          mask={"a": True, "b": False})
   jax_tree = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), t)  # noqa: E731
-  trajectory, _ = run(tx, jax_tree(params), [(jax_tree(g), o) for g, o in zip(grads, objectives)])
+  trajectory, _ = run_updates(tx, jax_tree(params),
+      [(jax_tree(g), o) for g, o in zip(grads, objectives)])
   for key, wd in (("a", 0.1), ("b", 0.0)):
     expected = plus_replay(params[key], [g[key] for g in grads], objectives,
                            lambda k: float(schedule(k)), 1.5, betas, 1e-8, wd)
@@ -164,8 +157,9 @@ def test_bounded_update_caps_the_degenerate_denominator():
   # v^_r + V^ nearly cancels (float64 replay: a step of about 25 lr) while m^_r + M^ does not.
   params = {"w": jnp.zeros(1)}
   steps = [({"w": jnp.ones(1)}, "forget")] * 10 + [({"w": jnp.full(1, 0.3002)}, "retain")] * 3
-  reference, _ = run(dj.dualoptim_plus(0.1, weight_decay=0.0), params, steps)
-  bounded, _ = run(dj.dualoptim_plus(0.1, weight_decay=0.0, bounded_update=True), params, steps)
+  reference, _ = run_updates(dj.dualoptim_plus(0.1, weight_decay=0.0), params, steps)
+  bounded, _ = run_updates(
+      dj.dualoptim_plus(0.1, weight_decay=0.0, bounded_update=True), params, steps)
   ref_steps = np.abs(np.diff([0.0] + [float(p["w"][0]) for p in reference]))
   bounded_steps = np.abs(np.diff([0.0] + [float(p["w"][0]) for p in bounded]))
   assert ref_steps[-1] > 10 * 0.1  # the reference's step blows up (documented behaviour)

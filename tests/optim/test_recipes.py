@@ -8,21 +8,13 @@ import optax
 import pytest
 
 import dualoptim_jax as dj
-
-
-def run(tx, params, grads_and_objectives):
-  state = tx.init(params)
-  trajectory = []
-  for grads, objective in grads_and_objectives:
-    updates, state = tx.update(grads, state, params, objective=objective)
-    params = optax.apply_updates(params, updates)
-    trajectory.append(params)
-  return trajectory, state
+from helpers import run_updates
 
 
 def scalar_steps(tx, theta0, grads, objective):
   params = {"w": jnp.array([theta0], jnp.float32)}
-  trajectory, _ = run(tx, params, [({"w": jnp.array([g], jnp.float32)}, objective) for g in grads])
+  trajectory, _ = run_updates(tx, params,
+      [({"w": jnp.array([g], jnp.float32)}, objective) for g in grads])
   return [float(p["w"][0]) for p in trajectory]
 
 
@@ -103,7 +95,8 @@ def test_dualoptim_matches_torch_replay_with_separate_states():
   lr_f, lr_r = 0.05, 0.1
   params, grads = random_problem()
   tx = dj.dualoptim(lr_f, lr_r, forget_weight_decay=0.2, retain_weight_decay=0.01)
-  trajectory, state = run(tx, to_jax(params), [(to_jax(g), o) for g, o in zip(grads, OBJECTIVES)])
+  trajectory, state = run_updates(tx, to_jax(params),
+      [(to_jax(g), o) for g, o in zip(grads, OBJECTIVES)])
 
   for key in params:
     theta, m, v, buf, t = params[key].copy(), 0.0, 0.0, None, 0
@@ -122,7 +115,8 @@ def test_shared_sgd_shares_momentum_and_switches_lr():
   lr_f, lr_r = 0.2, 0.01
   params, grads = random_problem(1)
   tx = dj.shared_sgd(lr_f, lr_r)
-  trajectory, _ = run(tx, to_jax(params), [(to_jax(g), o) for g, o in zip(grads, OBJECTIVES)])
+  trajectory, _ = run_updates(tx, to_jax(params),
+      [(to_jax(g), o) for g, o in zip(grads, OBJECTIVES)])
   for key in params:
     theta, buf = params[key].copy(), None
     for (g, objective), got in zip(zip(grads, OBJECTIVES), trajectory):
@@ -135,7 +129,8 @@ def test_shared_adamw_shares_moments_and_decays_with_the_step_lr():
   lr_f, lr_r = 0.05, 0.002
   params, grads = random_problem(2)
   tx = dj.shared_adamw(lr_f, lr_r, weight_decay=0.3)
-  trajectory, _ = run(tx, to_jax(params), [(to_jax(g), o) for g, o in zip(grads, OBJECTIVES)])
+  trajectory, _ = run_updates(tx, to_jax(params),
+      [(to_jax(g), o) for g, o in zip(grads, OBJECTIVES)])
   for key in params:
     theta, m, v = params[key].copy(), 0.0, 0.0
     for t, ((g, objective), got) in enumerate(zip(zip(grads, OBJECTIVES), trajectory), start=1):
@@ -169,7 +164,8 @@ def test_dualoptim_llm_matches_kernel_replay(lr, wd):
   )
   mask = {"a": True, "b": False}
   tx = dj.dualoptim_llm(schedule, forget_lr_ratio=ratio, b1=b1, b2=b2, weight_decay=wd, mask=mask)
-  trajectory, state = run(tx, to_jax(params), [(to_jax(g), o) for g, o in zip(grads, objectives)])
+  trajectory, state = run_updates(tx, to_jax(params),
+      [(to_jax(g), o) for g, o in zip(grads, objectives)])
 
   for key in params:
     theta = params[key].copy()

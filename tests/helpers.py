@@ -1,0 +1,17 @@
+"""Helpers shared by several test modules (on the path through pytest's ``pythonpath``)."""
+
+import optax
+
+
+def run_updates(tx, params, grads_and_objectives):
+  """Applies ``tx`` to ``[(grads, objective), ...]`` from ``params``.
+
+  Returns the parameters after every step and the final optimizer state.
+  """
+  state = tx.init(params)
+  trajectory = []
+  for grads, objective in grads_and_objectives:
+    updates, state = tx.update(grads, state, params, objective=objective)
+    params = optax.apply_updates(params, updates)
+    trajectory.append(params)
+  return trajectory, state

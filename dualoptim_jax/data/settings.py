@@ -54,7 +54,7 @@ def fashion_mnist_small(seed: int, root: PathLike | None = None) -> UnlearningSp
   """Returns the Fashion-MNIST setting's split for ``seed`` (the setting uses seeds 1 to 5).
 
   The forget set is the pool positions ``RandomState(seed).choice(5000, 500, replace=False)``;
-  the other 4,500 form the retain set. The split has ``augment=False``.
+  the other 4,500 form the retain set. The setting uses no augmentation.
 
   Args:
     seed: the forget-set seed.
@@ -62,4 +62,4 @@ def fashion_mnist_small(seed: int, root: PathLike | None = None) -> UnlearningSp
   """
   pool, test = fashion_mnist_small_pool(root)
   forget_idx = random_forget_indices(len(pool), 500, seed)
-  return make_split(pool, test, forget_idx, augment=False)
+  return make_split(pool, test, forget_idx)

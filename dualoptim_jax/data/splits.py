@@ -70,8 +70,9 @@ class UnlearningSplit:
     test: the test set (without the forgotten class in class-wise forgetting).
     forget_idx: the positions of ``forget`` in the pool, ascending.
     retain_idx: the positions of ``retain`` in the pool, ascending.
-    augment: whether training batches of this setting use random crop and flip (the reference
-      augments CIFAR and TinyImageNet, not SVHN or Fashion-MNIST).
+
+  Whether unlearning batches are augmented is a hyper-parameter of the run
+  (``UnlearnConfig.augment``), not of the split.
   """
 
   forget: ArrayDataset
@@ -79,7 +80,6 @@ class UnlearningSplit:
   test: ArrayDataset
   forget_idx: np.ndarray
   retain_idx: np.ndarray
-  augment: bool = False
 
   def __post_init__(self):
     if len(self.forget) != len(self.forget_idx) or len(self.retain) != len(self.retain_idx):
@@ -94,8 +94,6 @@ def make_split(
     test: ArrayDataset,
     forget_idx: np.ndarray,
     drop_class_from_test: int | None = None,
-    *,
-    augment: bool = False,
 ) -> UnlearningSplit:
   """Splits ``train_pool`` into the samples at ``forget_idx`` and the rest.
 
@@ -107,7 +105,6 @@ def make_split(
     test: the test set.
     forget_idx: distinct positions in ``train_pool``.
     drop_class_from_test: a class to remove from the test set (class-wise forgetting).
-    augment: recorded on the split; see :class:`UnlearningSplit`.
   """
   forget_idx = np.asarray(forget_idx)
   n = len(train_pool)
@@ -128,5 +125,4 @@ def make_split(
       test=test,
       forget_idx=forget_idx,
       retain_idx=retain_idx,
-      augment=augment,
   )

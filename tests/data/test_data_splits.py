@@ -72,16 +72,15 @@ def test_make_split_random_forgetting():
   np.testing.assert_array_equal(np.union1d(split.forget_idx, split.retain_idx), np.arange(500))
   np.testing.assert_array_equal(split.forget.labels, labels[split.forget_idx])
   np.testing.assert_array_equal(split.retain.images, pool.images[split.retain_idx])
-  assert split.test is test and not split.augment
+  assert split.test is test
 
 
 def test_make_split_class_wise_drops_class_from_test():
   labels, test = _labels(), _pool(_labels(seed=1))
   forget_idx = data.class_forget_indices(labels, 7)
-  split = data.make_split(_pool(labels), test, forget_idx, drop_class_from_test=7, augment=True)
+  split = data.make_split(_pool(labels), test, forget_idx, drop_class_from_test=7)
   assert np.all(split.forget.labels == 7) and not np.any(split.retain.labels == 7)
   assert len(split.test) == 450 and not np.any(split.test.labels == 7)
-  assert split.augment
 
 
 @pytest.mark.parametrize(

@@ -65,10 +65,13 @@ OPTIMIZERS = ("sgd", "adam", "dual")
 
 @dataclasses.dataclass(frozen=True)
 class UnlearnConfig:
-  """Hyper-parameters of an unlearning run (reference defaults where it has them).
+  """Hyper-parameters of an unlearning run.
 
-  ``sfron_iters`` None means ``epochs`` x (retain batches per epoch), so that SFRon sees as much
-  retain data as the epoch-based methods; the reference's CIFAR-10 run uses 1500.
+  The method hyper-parameters (``salun_ratio``, ``scrub_*``, ``sfron_*``) and ``retain_lr`` are
+  the reference's defaults. The reference's CIFAR-10 runs differ in ``batch_size`` (256),
+  ``augment`` (on: crop and flip), ``sfron_iters`` (1500) and the forget learning rate, which it
+  tunes per method. ``sfron_iters`` None means ``epochs`` x (retain batches per epoch), so that
+  SFRon sees as much retain data as the epoch-based methods.
   """
 
   epochs: int = 10
@@ -84,6 +87,18 @@ class UnlearnConfig:
   sfron_freq: int = 5
   sfron_iters: int | None = None
   sfron_max_norm: float = 7.0
+
+  def __post_init__(self):
+    positive = {"epochs": self.epochs, "batch_size": self.batch_size, "sfron_freq": self.sfron_freq,
+                "forget_lr": self.forget_lr, "retain_lr": self.retain_lr,
+                "sfron_max_norm": self.sfron_max_norm}
+    if self.sfron_iters is not None:
+      positive["sfron_iters"] = self.sfron_iters
+    for name, value in positive.items():
+      if not value > 0:
+        raise ValueError(f"UnlearnConfig.{name} must be positive, got {value!r}.")
+    if not 0 < self.salun_ratio <= 1:
+      raise ValueError(f"UnlearnConfig.salun_ratio must lie in (0, 1], got {self.salun_ratio!r}.")
 
 
 def sfron_iteration(count, period: int, objective: str | None):
@@ -143,7 +158,7 @@ def _schedule(method: Method, split: UnlearningSplit, config: UnlearnConfig):
   t_f = num_batches(len(split.forget), config.batch_size)
   t_r = num_batches(len(split.retain), config.batch_size)
   if method.loop == "sfron":
-    iters = config.sfron_iters or config.epochs * t_r
+    iters = config.epochs * t_r if config.sfron_iters is None else config.sfron_iters
     total = iters + math.ceil(iters / config.sfron_freq)
     return do.alternating(1, config.sfron_freq, total), iters
   t_f, t_r = (t_f if method.forget_loss else 0), (t_r if method.retain_loss else 0)

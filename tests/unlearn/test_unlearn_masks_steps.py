@@ -83,6 +83,14 @@ def test_unknown_method_or_optimizer(problem):
     dj.unlearn.unlearn("RL", "duel", graphdef, original, split, dj.unlearn.UnlearnConfig())
 
 
+@pytest.mark.parametrize("field, value", [
+    ("epochs", 0), ("batch_size", -1), ("forget_lr", -1e-4), ("retain_lr", 0.0),
+    ("sfron_freq", 0), ("sfron_iters", 0), ("sfron_max_norm", 0.0), ("salun_ratio", 1.5)])
+def test_unlearn_config_rejects_bad_values(field, value):
+  with pytest.raises(ValueError, match=f"UnlearnConfig.{field}"):
+    dj.unlearn.UnlearnConfig(**{field: value})
+
+
 def test_make_optimizer_learning_rates_and_decays_follow_the_reference():
   from dualoptim_jax.unlearn import UnlearnConfig
   from dualoptim_jax.unlearn.methods import make_optimizer

@@ -64,11 +64,14 @@ def train_classifier(
   model with ``nnx.merge(graphdef, state.params, state.batch_stats)``.
 
   With ``checkpoint_dir``, the `TrainState` (optimizer state included) is saved after every epoch
-  as step ``epoch + 1`` with metadata ``{"epoch", "loss", "seconds"}``, and a call first resumes
-  from the latest checkpoint there: finished epochs are skipped, and a directory that already holds
-  epoch ``epochs`` returns at once. Its checkpoints must come from the same model, dataset and
-  hyper-parameters; since the learning rate depends on ``epochs``, a run extended to more epochs
-  matches a straight run only where the learning rates of the epochs already done agree.
+  as step ``epoch + 1`` with metadata ``{"epoch", "loss", "seconds", "total_seconds",
+  "hyperparameters"}`` (``seconds``: that epoch's wall time; ``total_seconds``: the wall time of all
+  epochs so far, over every sitting, None if an older checkpoint did not record it), and a call
+  first resumes from the latest checkpoint there: finished epochs are skipped, and a directory that
+  already holds epoch ``epochs`` returns at once. Resuming from checkpoints of other
+  hyper-parameters or another dataset size raises a ``ValueError``; since the learning rate depends
+  on ``epochs``, a run extended to more epochs matches a straight run only where the learning rates
+  of the epochs already done agree.
 
   Args:
     model: the classifier, e.g. `ResNet18`.
@@ -96,8 +99,11 @@ def train_classifier(
       weight_decay=weight_decay,
   )
   graphdef, state = init_state(model, tx)
+  hyperparameters = {"num_samples": len(dataset), "batch_size": batch_size, "lr": lr,
+                     "momentum": momentum, "weight_decay": weight_decay, "seed": seed,
+                     "augment": augment}
 
-  start = 0
+  start, total_seconds = 0, 0.0
   if checkpoint_dir is not None:
     start = checkpoint.latest_step(checkpoint_dir) or 0
   if start > epochs:
@@ -105,6 +111,11 @@ def train_classifier(
         f"{checkpoint_dir} holds a checkpoint of epoch {start}, past the {epochs} epochs asked for."
     )
   if start:
+    saved = checkpoint.read_metadata(checkpoint_dir, start)
+    if saved.get("hyperparameters", hyperparameters) != hyperparameters:
+      raise ValueError(f"{checkpoint_dir} holds a run with other hyper-parameters "
+                       f"({saved['hyperparameters']}, asked for {hyperparameters}).")
+    total_seconds = saved.get("total_seconds")
     state = checkpoint.restore(checkpoint_dir, state, step=start)
   else:
     # The step donates its input state; copy it so that the model's own arrays survive.
@@ -131,7 +142,10 @@ def train_classifier(
       loss = float(total) / steps_per_epoch
       bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
       if checkpoint_dir is not None:
-        metadata = {"epoch": epoch + 1, "loss": loss, "seconds": time.perf_counter() - begin}
+        seconds = time.perf_counter() - begin
+        total_seconds = None if total_seconds is None else total_seconds + seconds
+        metadata = {"epoch": epoch + 1, "loss": loss, "seconds": seconds,
+                    "total_seconds": total_seconds, "hyperparameters": hyperparameters}
         checkpoint.save(checkpoint_dir, epoch + 1, state, metadata=metadata)
   return graphdef, state
 

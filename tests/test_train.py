@@ -134,7 +134,11 @@ def test_resumed_training_is_bit_identical(model, tmp_path, monkeypatch):
   _, resumed = train.train_classifier(model, data, epochs=2, checkpoint_dir=tmp_path, **kwargs)
   assert (len(steps), checkpoint.latest_step(tmp_path)) == (6, 2)  # one more epoch, not two
   _assert_trees_equal(resumed, straight)
-  assert checkpoint.read_metadata(tmp_path)["epoch"] == 2
+  first, second = (checkpoint.read_metadata(tmp_path, step) for step in (1, 2))
+  assert second["epoch"] == 2
+  # The training time adds up over sittings.
+  assert first["total_seconds"] == first["seconds"] > 0
+  assert second["total_seconds"] == pytest.approx(first["seconds"] + second["seconds"])
 
   _, again = train.train_classifier(model, data, epochs=2, checkpoint_dir=tmp_path, **kwargs)
   assert len(steps) == 6
@@ -142,6 +146,9 @@ def test_resumed_training_is_bit_identical(model, tmp_path, monkeypatch):
 
   with pytest.raises(ValueError, match="epoch 2"):
     train.train_classifier(model, data, epochs=1, checkpoint_dir=tmp_path, **kwargs)
+  # Checkpoints of other hyper-parameters are refused, not resumed.
+  with pytest.raises(ValueError, match="other hyper-parameters"):
+    train.train_classifier(model, data, epochs=3, checkpoint_dir=tmp_path, **{**kwargs, "lr": 0.1})
 
 
 def test_a_small_model_learns_a_separable_task(model):

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from dualoptim_jax import checkpoint
+from dualoptim_jax import eval as E
 from dualoptim_jax.data import ArrayDataset, random_forget_indices
 from dualoptim_jax.unlearn import UnlearnConfig
 from experiments import configs, run
@@ -45,6 +47,9 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
   assert len(result["curve"]) == 2  # SFRon is tracked every epoch
   assert set(result["seconds"]) == {"pretraining", "retraining", "unlearning",
                                     "curve_evaluation", "evaluation"}
+  # Training times come from the checkpoints, so later sittings report them too.
+  assert result["seconds"]["retraining"] == checkpoint.read_metadata(
+      tmp_path / "checkpoints" / "retrain-seed1")["total_seconds"] > 0
   table = (tmp_path / "table.md").read_text()
   rows = [line.split(" | ")[0] for line in table.strip().splitlines()[4:]]
   assert rows == ["| RT", "| Original", "| SFRon (sgd)", "| SFRon (dual)"]  # the config's order
@@ -69,6 +74,22 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
   # Other hyper-parameters under the same --out are refused instead of silently reused.
   with pytest.raises(ValueError, match="other hyper-parameters"):
     run.main(["--config", "tiny", "--out", str(tmp_path), "--forget-lr", "dual=0.5"])
+
+
+def test_an_unfinished_row_is_compared_with_rt_on_its_own_seeds(tiny, tmp_path):
+  def save(method, optimizer, seed, ua, ra, ta, mia):
+    E.save_run_json(tmp_path / "runs" / f"{method}-{optimizer}-seed{seed}.json", {
+        "config": "tiny", "method": method, "optimizer": optimizer, "seed": seed,
+        "UA": ua, "RA": ra, "TA": ta, "MIA": mia, "curve": []})
+
+  save("RT", "sgd", 1, 10.0, 100.0, 90.0, 60.0)
+  save("RT", "sgd", 2, 20.0, 100.0, 80.0, 70.0)
+  save("SFRon", "dual", 1, 12.0, 99.0, 89.0, 61.0)  # seed 2 not run yet
+  table = run.summarize(tmp_path, dataclasses.replace(tiny, seeds=(1, 2)))
+  row = next(line for line in table.splitlines() if line.startswith("| SFRon (dual)"))
+  # Gaps to RT seed 1 alone: 2, 1, 1, 1 -> 1.25 (against the two-seed RT mean it would be 3.00).
+  assert row.split(" | ")[-2] == "1.25"
+  assert "SFRon (dual): seeds [1] only" in table
 
 
 def test_unknown_dataset_is_a_clear_error(tmp_path):

@@ -1,0 +1,109 @@
+"""The pinned classification run: numbers that a refactor of the training code must not change.
+
+A short pretraining of a width-8 ResNet-18 on ``fashion_mnist_tiny`` (1,000 Fashion-MNIST pool
+images, 1,000 test images), then a few unlearning steps of every method with every optimizer
+from it, on the forget set of seed 1. For each model it records UA / RA / TA / MIA, a SHA-256 of
+the parameter and BatchNorm bytes (bit-identity) and float64 sums (closeness).
+
+  python tests/regression/pinned_run.py            # prints the numbers
+  python tests/regression/pinned_run.py --write    # records them in pinned.json
+
+``tests/regression/test_pinned.py`` recomputes them and compares with ``pinned.json``.
+"""
+
+import argparse
+import hashlib
+import json
+import pathlib
+import platform
+
+import jax
+import numpy as np
+from flax import nnx
+
+from dualoptim_jax import data as D
+from dualoptim_jax import eval as E
+from dualoptim_jax.models import ResNet18
+from dualoptim_jax.train import train_classifier
+from dualoptim_jax.unlearn import METHODS, OPTIMIZERS, UnlearnConfig, predict, unlearn
+
+VALUES = pathlib.Path(__file__).with_name("pinned.json")
+SEED = 1
+CONFIG = UnlearnConfig(epochs=1, batch_size=128, forget_lr=3e-4, retain_lr=0.01, sfron_iters=5)
+FORGET_LR = {"sgd": 0.018, "adam": 3e-4, "dual": 3e-4}
+
+
+def environment() -> dict:
+  """What the bits depend on besides the code."""
+  cpu = ""
+  try:
+    cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+               if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return {"jax": jax.__version__, "numpy": np.__version__, "machine": platform.machine(),
+          "cpu": cpu}
+
+
+def fingerprint(params, batch_stats) -> dict:
+  leaves = jax.tree.leaves((params, batch_stats))
+  digest = hashlib.sha256()
+  for leaf in leaves:
+    digest.update(np.asarray(leaf).tobytes())
+  flat = np.concatenate([np.asarray(leaf, np.float64).ravel() for leaf in leaves])
+  return {"sha256": digest.hexdigest(), "sum": float(flat.sum()),
+          "sum_sq": float(np.square(flat).sum())}
+
+
+def pretrained():
+  """The split of seed ``SEED`` and the original model: ``(graphdef, original, split)``."""
+  pool, test = D.fashion_mnist_pool(100, None, 1000)
+  split = D.make_split(pool, test, D.random_forget_indices(len(pool), len(pool) // 10, SEED))
+  model = ResNet18(pool.num_classes, width=8, mean=pool.mean, std=pool.std,
+                   rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
+  graphdef, original = train_classifier(model, pool, epochs=2, batch_size=128, lr=0.1, seed=0,
+                                        progress=False)
+  return graphdef, original, split
+
+
+def numbers(graphdef, state, split) -> dict:
+  """UA / RA / TA / MIA of a model and the fingerprint of its parameters."""
+  def logits(dataset):
+    return E.predict_logits(lambda x: predict(graphdef, state.params, state.batch_stats, x),
+                            D.eval_batches(dataset, 500))
+  metrics = E.unlearning_metrics(logits(split.forget), logits(split.retain), logits(split.test))
+  return {**metrics, **fingerprint(state.params, state.batch_stats)}
+
+
+def unlearned(graphdef, original, split, method: str) -> dict:
+  """The numbers of ``method`` run from the original model with each optimizer."""
+  result = {}
+  for optimizer in OPTIMIZERS:
+    config = UnlearnConfig(**{**CONFIG.__dict__, "forget_lr": FORGET_LR[optimizer]})
+    state = unlearn(method, optimizer, graphdef, original, split, config, seed=SEED)
+    result[f"{method}-{optimizer}"] = numbers(graphdef, state, split)
+  return result
+
+
+def compute() -> dict:
+  """Pretrains, unlearns with every method x optimizer, and returns every model's numbers."""
+  graphdef, original, split = pretrained()
+  result = {"Original": numbers(graphdef, original, split)}
+  for method in METHODS:
+    result.update(unlearned(graphdef, original, split, method))
+  return result
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--write", action="store_true", help=f"record the numbers in {VALUES.name}")
+  args = parser.parse_args()
+  values = {"environment": environment(), "runs": compute()}
+  text = json.dumps(values, indent=1)
+  if args.write:
+    VALUES.write_text(text + "\n")
+  print(text)
+
+
+if __name__ == "__main__":
+  main()

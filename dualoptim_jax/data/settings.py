@@ -1,19 +1,65 @@
-"""Named unlearning settings: a training pool, a test set and the forget set of each seed."""
+"""Named unlearning settings, the one place where each is defined.
+
+A setting is the pool the original model trains on, the test set and the rule that draws the
+forget set of a seed, ``RandomState(seed + seed_offset).choice(len(pool), num_forget)``:
+
+| name | pool | test | forget set |
+| --- | --- | --- | --- |
+| ``fashion_mnist_tiny`` | Fashion-MNIST, 100 per class (1,000) | first 1,000 | 100, ``RandomState(seed)`` |
+| ``fashion_mnist_small`` | Fashion-MNIST, 500 per class (5,000) | all 10,000 | 500, ``RandomState(seed)`` |
+| ``cifar10``, ``cifar100``, ``svhn`` | train minus the seed-1 10% per-class hold-out | test | 10%, ``RandomState(seed - 1)`` |
+| ``tiny_imagenet`` | train (100,000) | the 10,000 validation images | 10%, ``RandomState(seed - 1)`` |
+
+The ``seed - 1`` is the reference's CIFAR convention; the Fashion-MNIST settings use the seed as is.
+"""
+
+import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
 from dualoptim_jax.data.datasets import ArrayDataset
-from dualoptim_jax.data.loaders import FASHION_MNIST_ROOT, PathLike, load_fashion_mnist
-from dualoptim_jax.data.splits import UnlearningSplit, make_split, random_forget_indices
+from dualoptim_jax.data.loaders import FASHION_MNIST_ROOT, PathLike, load_dataset, load_fashion_mnist
+from dualoptim_jax.data.splits import (
+    UnlearningSplit,
+    holdout_split,
+    make_split,
+    random_forget_indices,
+)
 
-FASHION_MNIST_SMALL_SEEDS = (1, 2, 3, 4, 5)
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Setting:
+  """A training pool, a test set and the draw of each seed's forget set.
+
+  Attributes:
+    name: the setting's name.
+    pool: the set the original model is trained on.
+    test: the test set.
+    num_forget: the size of every forget set.
+    seed_offset: the forget set of seed ``s`` is drawn with ``RandomState(s + seed_offset)``.
+  """
+
+  name: str
+  pool: ArrayDataset
+  test: ArrayDataset
+  num_forget: int
+  seed_offset: int = 0
+
+  def forget_indices(self, seed: int) -> np.ndarray:
+    """The pool positions of the forget set of ``seed``, in draw order."""
+    return random_forget_indices(len(self.pool), self.num_forget, seed + self.seed_offset)
+
+  def split(self, seed: int) -> UnlearningSplit:
+    """The forget, retain and test sets of ``seed``."""
+    return make_split(self.pool, self.test, self.forget_indices(seed))
 
 
 def _to_32x32_rgb(data: ArrayDataset) -> ArrayDataset:
   """Zero-pads 28x28 greyscale images by 2 pixels and repeats them over 3 channels."""
   images = np.repeat(np.pad(data.images, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
   return ArrayDataset(
-      images, data.labels, data.num_classes, data.mean * 3, data.std * 3, "fashion_mnist_small"
+      images, data.labels, data.num_classes, data.mean * 3, data.std * 3, "fashion_mnist"
   )
 
 
@@ -38,28 +84,41 @@ def fashion_mnist_pool(
   pool = np.sort(np.concatenate(
       [rng.choice(np.flatnonzero(train.labels == c), per_class, replace=False) for c in range(10)]
   ))
+  if num_test is not None and num_test > len(test):
+    raise ValueError(f"The Fashion-MNIST files hold {len(test)} test images, fewer than {num_test}.")
   test = test if num_test is None else test.subset(np.arange(num_test))
   return _to_32x32_rgb(train.subset(pool)), _to_32x32_rgb(test)
 
 
-def fashion_mnist_small_pool(root: PathLike | None = None) -> tuple[ArrayDataset, ArrayDataset]:
-  """Returns the ``fashion_mnist_small`` training pool (500 per class, 5,000) and all 10,000 test
-  images (see :func:`fashion_mnist_pool`). The original model trains on the whole pool, without
-  augmentation.
-  """
-  return fashion_mnist_pool(500, root)
+def _fashion_mnist(name: str, per_class: int, num_test: int | None) -> Callable:
+  def load(root: PathLike | None) -> Setting:
+    pool, test = fashion_mnist_pool(per_class, root, num_test)
+    return Setting(name, pool, test, num_forget=len(pool) // 10)
+
+  return load
 
 
-def fashion_mnist_small(seed: int, root: PathLike | None = None) -> UnlearningSplit:
-  """Returns the Fashion-MNIST setting's split for ``seed`` (the setting uses seeds 1 to 5).
+def _reference_dataset(name: str, holdout: bool) -> Callable:
+  def load(root: PathLike | None) -> Setting:
+    train, test = load_dataset(name, root)
+    pool = train.subset(holdout_split(train.labels, 0.1, seed=1)[0]) if holdout else train
+    return Setting(name, pool, test, num_forget=len(pool) // 10, seed_offset=-1)
 
-  The forget set is the pool positions ``RandomState(seed).choice(5000, 500, replace=False)``;
-  the other 4,500 form the retain set. The setting uses no augmentation.
+  return load
 
-  Args:
-    seed: the forget-set seed.
-    root: the Fashion-MNIST directory; None uses the default of :func:`load_fashion_mnist`.
-  """
-  pool, test = fashion_mnist_small_pool(root)
-  forget_idx = random_forget_indices(len(pool), 500, seed)
-  return make_split(pool, test, forget_idx)
+
+SETTINGS: dict[str, Callable[[PathLike | None], Setting]] = {
+    "fashion_mnist_tiny": _fashion_mnist("fashion_mnist_tiny", 100, 1000),
+    "fashion_mnist_small": _fashion_mnist("fashion_mnist_small", 500, None),
+    "cifar10": _reference_dataset("cifar10", holdout=True),
+    "cifar100": _reference_dataset("cifar100", holdout=True),
+    "svhn": _reference_dataset("svhn", holdout=True),
+    "tiny_imagenet": _reference_dataset("tiny_imagenet", holdout=False),
+}
+
+
+def load_setting(name: str, root: PathLike | None = None) -> Setting:
+  """Loads the setting ``name`` from the dataset directory ``root`` (None: its default place)."""
+  if name not in SETTINGS:
+    raise ValueError(f"Unknown setting {name!r}; known settings: {', '.join(SETTINGS)}.")
+  return SETTINGS[name](root)

@@ -36,28 +36,10 @@ def holdout_split(labels: np.ndarray, fraction: float = 0.1, seed: int = 1):
 def random_forget_indices(n: int, num_forget: int, seed: int) -> np.ndarray:
   """Returns ``RandomState(seed).choice(n, num_forget, replace=False)``: positions in a pool of n.
 
-  The reference draws the CIFAR forget set with ``RandomState(args.seed - 1)``: to follow it, pass
-  ``seed - 1`` here. The Fashion-MNIST setting passes its seed unchanged.
+  The reference draws the CIFAR forget set with ``RandomState(args.seed - 1)``; the settings
+  (``data/settings.py``) apply that offset.
   """
   return np.random.RandomState(seed).choice(n, num_forget, replace=False)
-
-
-def class_forget_indices(
-    labels: np.ndarray, cls: int, num_forget: int | None = None, seed: int | None = None
-) -> np.ndarray:
-  """Returns the positions of class ``cls``, or ``num_forget`` of them drawn without replacement.
-
-  The draw is ``RandomState(seed).choice(positions, num_forget, replace=False)``; as in
-  :func:`random_forget_indices`, pass ``seed - 1`` to follow the reference's CIFAR convention.
-  """
-  positions = np.flatnonzero(np.asarray(labels) == cls)
-  if not positions.size:
-    raise ValueError(f"No sample has class {cls}.")
-  if num_forget is None:
-    return positions
-  if seed is None:
-    raise ValueError("class_forget_indices needs a seed when num_forget is given.")
-  return np.random.RandomState(seed).choice(positions, num_forget, replace=False)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -67,7 +49,7 @@ class UnlearningSplit:
   Attributes:
     forget: the samples to unlearn, in ascending pool order.
     retain: the rest of the pool, in ascending pool order.
-    test: the test set (without the forgotten class in class-wise forgetting).
+    test: the test set.
     forget_idx: the positions of ``forget`` in the pool, ascending.
     retain_idx: the positions of ``retain`` in the pool, ascending.
 
@@ -93,7 +75,6 @@ def make_split(
     train_pool: ArrayDataset,
     test: ArrayDataset,
     forget_idx: np.ndarray,
-    drop_class_from_test: int | None = None,
 ) -> UnlearningSplit:
   """Splits ``train_pool`` into the samples at ``forget_idx`` and the rest.
 
@@ -104,7 +85,6 @@ def make_split(
     train_pool: the set the original model was trained on.
     test: the test set.
     forget_idx: distinct positions in ``train_pool``.
-    drop_class_from_test: a class to remove from the test set (class-wise forgetting).
   """
   forget_idx = np.asarray(forget_idx)
   n = len(train_pool)
@@ -117,8 +97,6 @@ def make_split(
   if is_forget.sum() != len(forget_idx):
     raise ValueError("forget_idx holds repeated positions.")
   forget_idx, retain_idx = np.flatnonzero(is_forget), np.flatnonzero(~is_forget)
-  if drop_class_from_test is not None:
-    test = test.subset(np.flatnonzero(test.labels != drop_class_from_test))
   return UnlearningSplit(
       forget=train_pool.subset(forget_idx),
       retain=train_pool.subset(retain_idx),

@@ -1,7 +1,8 @@
-"""Evaluation of unlearned classifiers: metrics, aggregation over seeds, plots."""
+"""Task-agnostic evaluation: aggregation over seeds, tables, run files and plots. Every function
+takes the metrics (names and better direction) as arguments."""
 
 from dualoptim_jax.eval.aggregate import (
-    RETRAIN_REFS,
+    Metric,
     Summary,
     group_runs,
     load_runs,
@@ -11,33 +12,17 @@ from dualoptim_jax.eval.aggregate import (
     summarize,
     write_csv,
 )
-from dualoptim_jax.eval.metrics import (
-    METRICS,
-    accuracy,
-    entropy,
-    mia_efficacy,
-    predict_logits,
-    softmax,
-    unlearning_metrics,
-)
-from dualoptim_jax.eval.plots import plot_metrics_over_epochs
+from dualoptim_jax.eval.plots import plot_curves
 
 __all__ = [
-    "METRICS",
-    "RETRAIN_REFS",
+    "Metric",
     "Summary",
-    "accuracy",
-    "entropy",
     "group_runs",
     "load_runs",
     "markdown_table",
-    "mia_efficacy",
-    "plot_metrics_over_epochs",
-    "predict_logits",
+    "plot_curves",
     "reference",
     "save_run_json",
-    "softmax",
     "summarize",
-    "unlearning_metrics",
     "write_csv",
 ]

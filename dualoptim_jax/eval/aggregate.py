@@ -1,41 +1,62 @@
-"""Aggregation of per-seed unlearning metrics into paper-style tables.
+r"""Aggregation of per-seed metrics into paper-style tables, for any task's metrics.
 
-For metrics ``m`` in ``[UA, RA, TA, MIA]`` and seeds ``s = 1..S``:
+For metrics :math:`m` and seeds :math:`s = 1..S`:
 
-* ``mean_m = (1/S) sum_s x_{s,m}`` and ``std_m = sqrt((1/S) sum_s (x_{s,m} - mean_m)^2)``
-  (population std, ``ddof=0``);
-* ``gap_m = |mean_m - ref_m|`` against the retrain (RT) reference;
-* ``Avg. Gap = mean_m gap_m`` (the gap of the seed means, not the mean of
-  per-seed gaps) and ``Avg. Std = mean_m std_m``.
+* :math:`\mu_m = \frac1S \sum_s x_{s,m}` and :math:`\sigma_m = \sqrt{\frac1S \sum_s
+  (x_{s,m} - \mu_m)^2}` (population std, ``ddof=0``);
+* :math:`\mathrm{gap}_m = |\mu_m - \mathrm{ref}_m|` against a reference (the retrained model);
+* Avg. Gap = mean over the metrics of :math:`\mathrm{gap}_m` (the gap of the seed means, not the
+  mean of per-seed gaps), Avg. Std = mean of :math:`\sigma_m`.
 
-A run is a flat JSON object holding at least the four metrics, e.g.
-``{"method": "SalUn", "optimizer": "dual", "seed": 1, "UA": ..., "RA": ...,
-"TA": ..., "MIA": ...}``.
+A run is a flat JSON object holding at least the metrics, e.g. ``{"method": "SalUn",
+"optimizer": "dual", "seed": 1, "UA": ..., "RA": ..., "TA": ..., "MIA": ...}``.
 """
 
-from collections.abc import Mapping, Sequence
 import csv
 import dataclasses
 import json
 import os
 import pathlib
 import tempfile
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from dualoptim_jax.eval.metrics import METRICS
+_ARROWS = {"higher": " ↑", "lower": " ↓", "closer": ""}
 
-# Retrain references [UA, RA, TA, MIA] of the official code (`parse_result.py`).
-RETRAIN_REFS = {
-    "cifar10_sgd": {"UA": 5.39, "RA": 100.0, "TA": 94.248, "MIA": 76.264},
-    "cifar10_adam": {"UA": 6.556, "RA": 100.0, "TA": 92.838, "MIA": 78.362},
-    "tinyimagenet": {"UA": 14.71, "RA": 99.55, "TA": 85.49, "MIA": 69.3},
-}
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+  """A metric column: its name and which values are better.
+
+  Attributes:
+    name: the key of the metric in a run.
+    better: ``"higher"``, ``"lower"``, or ``"closer"`` (to the reference model, as every
+      unlearning metric judged by its gap to the retrained model).
+  """
+
+  name: str
+  better: str = "closer"
+
+  def __post_init__(self):
+    if self.better not in _ARROWS:
+      raise ValueError(f"Metric.better must be one of {sorted(_ARROWS)}, got {self.better!r}.")
+
+  @property
+  def label(self) -> str:
+    """The name with an arrow for the better direction (``"TA ↑"``); none for ``"closer"``."""
+    return self.name + _ARROWS[self.better]
+
+
+def _names(metrics: Sequence[Metric]) -> list[str]:
+  if not metrics:
+    raise ValueError("Need at least one metric.")
+  return [m.name for m in metrics]
 
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-  """Seed statistics of one (method, optimizer) against a retrain reference."""
+  """Seed statistics of one row against a reference, keyed by metric name."""
 
   mean: dict[str, float]
   std: dict[str, float]
@@ -44,44 +65,47 @@ class Summary:
 
   @property
   def avg_gap(self) -> float:
-    return float(np.mean([self.gap[m] for m in METRICS]))
+    return float(np.mean(list(self.gap.values())))
 
   @property
   def avg_std(self) -> float:
-    return float(np.mean([self.std[m] for m in METRICS]))
+    return float(np.mean(list(self.std.values())))
 
 
-def _metric_matrix(runs: Sequence[Mapping[str, float]]) -> np.ndarray:
-  """``(seeds, 4)`` array of the runs' metrics in ``METRICS`` order."""
+def _metric_matrix(runs: Sequence[Mapping[str, float]], names: Sequence[str]) -> np.ndarray:
+  """``(seeds, metrics)`` array of the runs' metrics."""
   if not runs:
     raise ValueError("Need at least one run.")
   for run in runs:
-    missing = [m for m in METRICS if m not in run]
+    missing = [m for m in names if m not in run]
     if missing:
       raise ValueError(f"Run {run!r} lacks metrics {missing}.")
-  return np.array([[float(run[m]) for m in METRICS] for run in runs])
+  return np.array([[float(run[m]) for m in names] for run in runs])
 
 
 def reference(
-    ref: Mapping[str, float] | Sequence[Mapping[str, float]],
+    ref: Mapping[str, float] | Sequence[Mapping[str, float]], metrics: Sequence[Metric]
 ) -> dict[str, float]:
-  """The RT reference: ``ref`` itself, or the seed means of a list of RT runs."""
+  """The reference: ``ref`` itself, or the seed means of a list of reference runs."""
+  names = _names(metrics)
   runs = [ref] if isinstance(ref, Mapping) else ref
-  return dict(zip(METRICS, _metric_matrix(runs).mean(axis=0).tolist()))
+  return dict(zip(names, _metric_matrix(runs, names).mean(axis=0).tolist()))
 
 
 def summarize(
     runs: Sequence[Mapping[str, float]],
     ref: Mapping[str, float] | Sequence[Mapping[str, float]],
+    metrics: Sequence[Metric],
 ) -> Summary:
   """Mean, population std and gap to ``reference(ref)`` over the seeds in ``runs``."""
-  x = _metric_matrix(runs)
-  ref = reference(ref)
-  mean, std = x.mean(axis=0), x.std(axis=0)
+  names = _names(metrics)
+  x = _metric_matrix(runs, names)
+  ref = reference(ref, metrics)
+  mean, std = x.mean(axis=0).tolist(), x.std(axis=0).tolist()
   return Summary(
-      mean=dict(zip(METRICS, mean.tolist())),
-      std=dict(zip(METRICS, std.tolist())),
-      gap={m: abs(mu - ref[m]) for m, mu in zip(METRICS, mean.tolist())},
+      mean=dict(zip(names, mean)),
+      std=dict(zip(names, std)),
+      gap={m: abs(mu - ref[m]) for m, mu in zip(names, mean)},
       num_seeds=len(runs),
   )
 
@@ -99,46 +123,55 @@ def group_runs(
   return groups
 
 
-def markdown_table(rows: Mapping[str, Summary], *, digits: int = 2) -> str:
+def markdown_table(
+    rows: Mapping[str, Summary], metrics: Sequence[Metric], *, digits: int = 2
+) -> str:
   """Paper-style Markdown table, one row per label, in the order given.
 
-  Each metric cell reads ``mean ± std (gap)``, the gap being to the RT
-  reference the summary was computed against; the last two columns are
-  ``Avg. Gap`` and ``Avg. Std``.
+  A metric cell reads ``mean ± std (gap)``, the gap being to the reference the summary was
+  computed against; a row of one seed has no std (``mean (gap)``, Avg. Std ``n/a``). The last two
+  columns are Avg. Gap and Avg. Std.
   """
   if not rows:
     raise ValueError("Need at least one row.")
+  names = _names(metrics)
   f = f"{{:.{digits}f}}".format
   lines = [
-      "| Method | " + " | ".join(METRICS) + " | Avg. Gap | Avg. Std |",
-      "|---|" + "---:|" * (len(METRICS) + 2),
+      "| Method | " + " | ".join(m.label for m in metrics) + " | Avg. Gap | Avg. Std |",
+      "|---|" + "---:|" * (len(names) + 2),
   ]
   for label, s in rows.items():
-    cells = [f"{f(s.mean[m])} ± {f(s.std[m])} ({f(s.gap[m])})" for m in METRICS]
-    cells += [f(s.avg_gap), f(s.avg_std)]
+    one = s.num_seeds == 1
+    cells = [f"{f(s.mean[m])}{'' if one else ' ± ' + f(s.std[m])} ({f(s.gap[m])})" for m in names]
+    cells += [f(s.avg_gap), "n/a" if one else f(s.avg_std)]
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 
-def write_csv(rows: Mapping[tuple[str, str], Summary], path) -> None:
-  """Writes one CSV row per ``(method, optimizer)`` with every statistic.
+def write_csv(
+    rows: Mapping[tuple, Summary],
+    path,
+    metrics: Sequence[Metric],
+    key_names: Sequence[str] = ("method", "optimizer"),
+) -> None:
+  """Writes one CSV row per key tuple with every statistic.
 
-  Columns: ``method, optimizer, num_seeds``, then ``{m}_mean, {m}_std,
-  {m}_gap`` for each metric ``m``, then ``avg_gap, avg_std``.
+  Columns: ``key_names``, ``num_seeds``, then ``{m}_mean, {m}_std, {m}_gap`` for each metric, then
+  ``avg_gap, avg_std``. Stds of a one-seed row are left empty.
   """
-  header = ["method", "optimizer", "num_seeds"]
-  header += [f"{m}_{k}" for m in METRICS for k in ("mean", "std", "gap")]
+  names = _names(metrics)
+  header = [*key_names, "num_seeds"]
+  header += [f"{m}_{k}" for m in names for k in ("mean", "std", "gap")]
   header += ["avg_gap", "avg_std"]
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with path.open("w", newline="") as fp:
     writer = csv.writer(fp)
     writer.writerow(header)
-    for (method, optimizer), s in rows.items():
-      stats = [v for m in METRICS for v in (s.mean[m], s.std[m], s.gap[m])]
-      writer.writerow(
-          [method, optimizer, s.num_seeds, *stats, s.avg_gap, s.avg_std]
-      )
+    for key, s in rows.items():
+      one = s.num_seeds == 1
+      stats = [v for m in names for v in (s.mean[m], "" if one else s.std[m], s.gap[m])]
+      writer.writerow([*key, s.num_seeds, *stats, s.avg_gap, "" if one else s.avg_std])
 
 
 def _to_json(x):
@@ -151,8 +184,7 @@ def _to_json(x):
 def save_run_json(path, run: Mapping) -> None:
   """Writes ``run`` to ``path`` atomically (temporary file, then rename).
 
-  A reader sees either the previous file or the complete new one, never a
-  partial write.
+  A reader sees either the previous file or the complete new one, never a partial write.
   """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)

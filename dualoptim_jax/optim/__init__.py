@@ -1,7 +1,10 @@
-"""Pure Optax transforms of DualOptim: objective-keyed states, recipes and objective schedules."""
+"""Pure Optax transforms of DualOptim: objective-keyed states, recipes, 8-bit states and objective
+schedules. This module's export list is the library's public API."""
 
+from dualoptim_jax.optim import quantize
 from dualoptim_jax.optim.dual import DualState, SharedState, dual_transform, shared_transform
 from dualoptim_jax.optim.plus import DeltaState, DualOptimPlusState, dualoptim_plus
+from dualoptim_jax.optim.quantize import QuantizedArray
 from dualoptim_jax.optim.quantized_state import quantize_moments
 from dualoptim_jax.optim.recipes import (
     dualoptim,
@@ -26,6 +29,7 @@ __all__ = [
     "DeltaState",
     "DualOptimPlusState",
     "DualState",
+    "QuantizedArray",
     "SharedState",
     "alternating",
     "dual_transform",
@@ -33,6 +37,7 @@ __all__ = [
     "dualoptim_llm",
     "dualoptim_plus",
     "epoch_blocks",
+    "quantize",
     "quantize_moments",
     "sgd_l2",
     "shared_adamw",

@@ -1,7 +1,7 @@
 """8-bit blockwise optimizer states: the storage rule and a wrapper for any Optax transform.
 
 A moment leaf with at least ``min_8bit_size`` elements is stored as a
-:class:`~dualoptim_jax.quantize.QuantizedArray` (uint8 codes of the dynamic map plus a float32
+:class:`~dualoptim_jax.optim.quantize.QuantizedArray` (uint8 codes of the dynamic map plus a float32
 absmax per block of ``block_size``); smaller leaves stay float32, as in bitsandbytes. Each update
 dequantizes, runs the float32 maths and requantizes (absmax recomputed per block).
 """
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dualoptim_jax.quantize import QuantizedArray, dequantize, quantize
+from dualoptim_jax.optim.quantize import QuantizedArray, dequantize, quantize
 
 STATE_BITS = (8, 32)
 

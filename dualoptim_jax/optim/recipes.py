@@ -41,7 +41,6 @@ def dualoptim(
     forget_weight_decay: float = 0.05,
     retain_momentum: float = 0.9,
     retain_weight_decay: float = 5e-4,
-    forget_max_grad_norm: float | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""DualOptim for classification: AdamW forgets, SGD with momentum retains, separate states.
 
@@ -53,8 +52,7 @@ def dualoptim(
     + \lambda_f \theta\Big)
 
   Retain: :func:`sgd_l2` with ``retain_momentum`` and ``retain_weight_decay``. A schedule given as
-  a learning rate counts the steps of its own objective. ``forget_max_grad_norm`` clips the forget
-  gradients by global norm first (the SFRon recipe uses 7.0).
+  a learning rate counts the steps of its own objective.
 
   Returns:
     ``dual_transform({"forget": ..., "retain": ...})``.
@@ -62,8 +60,6 @@ def dualoptim(
   forget = optax.adamw(
       forget_lr, b1=forget_b1, b2=forget_b2, eps=forget_eps, weight_decay=forget_weight_decay
   )
-  if forget_max_grad_norm is not None:
-    forget = optax.chain(optax.clip_by_global_norm(forget_max_grad_norm), forget)
   return dual_transform({
       FORGET: forget,
       RETAIN: sgd_l2(retain_lr, momentum=retain_momentum, weight_decay=retain_weight_decay),

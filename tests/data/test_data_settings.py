@@ -1,4 +1,5 @@
-"""Tests of the Fashion-MNIST unlearning setting, on synthetic IDX files and on the real ones."""
+"""The named settings: the Fashion-MNIST ones on synthetic IDX files and on the real ones (which CI
+installs, so there the real-data test never skips), and the CIFAR convention on synthetic files."""
 
 import os
 import struct
@@ -34,7 +35,8 @@ def synthetic_root(tmp_path_factory):
 
 def test_pool_reproduces_reference_draw(synthetic_root):
   root, train_images, train_labels = synthetic_root
-  pool, test = data.fashion_mnist_small_pool(root)
+  setting = data.load_setting("fashion_mnist_small", root)
+  pool, test = setting.pool, setting.test
 
   rng = np.random.RandomState(0)
   expected = np.sort(np.concatenate(
@@ -50,19 +52,21 @@ def test_pool_reproduces_reference_draw(synthetic_root):
 
 def test_split_reproduces_reference_draw(synthetic_root):
   root = synthetic_root[0]
-  pool, _ = data.fashion_mnist_small_pool(root)
-  split = data.fashion_mnist_small(2, root)
+  setting = data.load_setting("fashion_mnist_small", root)
+  pool, split = setting.pool, setting.split(2)
   expected = np.random.RandomState(2).choice(5000, 500, replace=False)
   np.testing.assert_array_equal(split.forget_idx, np.sort(expected))
   np.testing.assert_array_equal(split.forget.images, pool.images[np.sort(expected)])
   assert len(split.retain) == 4500
 
 
-@pytest.mark.skipif(not _REAL_FILES_FOUND, reason=f"Fashion-MNIST not in {data.FASHION_MNIST_ROOT}")
+@pytest.mark.skipif(not _REAL_FILES_FOUND and not os.environ.get("CI"),
+                    reason=f"Fashion-MNIST not in {data.FASHION_MNIST_ROOT}")
 def test_real_fashion_mnist_small():
   train, test = data.load_fashion_mnist()
   assert train.images.shape == (60000, 28, 28, 1) and len(test) == 10000
-  pool, pool_test = data.fashion_mnist_small_pool()
+  setting = data.load_setting("fashion_mnist_small")
+  pool, pool_test = setting.pool, setting.test
   assert len(pool) == 5000 and len(pool_test) == 10000
   np.testing.assert_array_equal(np.bincount(pool.labels), [500] * 10)
   assert pool.images.shape == (5000, 32, 32, 3) and pool_test.images.shape == (10000, 32, 32, 3)
@@ -72,10 +76,40 @@ def test_real_fashion_mnist_small():
     assert not images[:, border].any()
     assert images[:, 2:30, 2:30].any()
 
-  split_1, split_2 = data.fashion_mnist_small(1), data.fashion_mnist_small(2)
+  split_1, split_2 = setting.split(1), setting.split(2)
+  tiny = data.load_setting("fashion_mnist_tiny")
+  assert len(tiny.pool) == 1000 and len(tiny.test) == 1000 and len(tiny.split(1).forget) == 100
   for split in (split_1, split_2):
     assert len(split.forget) == 500 and len(split.retain) == 4500 and len(split.test) == 10000
     np.testing.assert_array_equal(
         np.union1d(split.forget_idx, split.retain_idx), np.arange(5000)
     )
   assert set(split_1.forget_idx) != set(split_2.forget_idx)
+
+
+def test_tiny_setting_is_100_per_class_and_the_first_1000_test_images(synthetic_root):
+  root = synthetic_root[0]
+  with pytest.raises(ValueError, match="hold 30 test images, fewer than 1000"):
+    data.load_setting("fashion_mnist_tiny", root)
+  pool, test = data.fashion_mnist_pool(100, root, num_test=20)
+  np.testing.assert_array_equal(np.bincount(pool.labels), [100] * 10)
+  np.testing.assert_array_equal(test.labels, np.arange(20) % 10)
+
+
+def test_cifar_settings_hold_out_10_percent_and_draw_with_seed_minus_1(monkeypatch):
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(10), 30)
+  train = data.ArrayDataset(rng.integers(0, 256, (300, 4, 4, 3), dtype=np.uint8), labels, 10,
+                            (0.5,) * 3, (0.25,) * 3, "cifar10")
+  monkeypatch.setattr("dualoptim_jax.data.settings.load_dataset", lambda name, root: (train, train))
+  setting = data.load_setting("cifar10", "unused")
+  kept, _ = data.holdout_split(labels, 0.1, seed=1)
+  np.testing.assert_array_equal(setting.pool.labels, labels[kept])
+  assert len(setting.pool) == 270 and setting.num_forget == 27
+  np.testing.assert_array_equal(setting.split(1).forget_idx,
+                                np.sort(np.random.RandomState(0).choice(270, 27, replace=False)))
+
+
+def test_unknown_setting_is_a_clear_error():
+  with pytest.raises(ValueError, match="Unknown setting 'mnist3d'; known settings: fashion_mnist_tiny"):
+    data.load_setting("mnist3d")

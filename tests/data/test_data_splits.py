@@ -46,20 +46,6 @@ def test_random_forget_indices():
   assert set(idx) != set(data.random_forget_indices(4500, 450, seed=4))
 
 
-def test_class_forget_indices():
-  labels = _labels()
-  np.testing.assert_array_equal(data.class_forget_indices(labels, 3), np.where(labels == 3)[0])
-  some = data.class_forget_indices(labels, 3, num_forget=20, seed=5)
-  np.testing.assert_array_equal(
-      some, np.random.RandomState(5).choice(np.where(labels == 3)[0], 20, replace=False)
-  )
-  assert np.all(labels[some] == 3) and len(set(some)) == 20
-  with pytest.raises(ValueError, match="seed"):
-    data.class_forget_indices(labels, 3, num_forget=20)
-  with pytest.raises(ValueError, match="class 11"):
-    data.class_forget_indices(labels, 11)
-
-
 def test_make_split_random_forgetting():
   labels = _labels()
   pool, test = _pool(labels), _pool(_labels(seed=1))
@@ -73,14 +59,6 @@ def test_make_split_random_forgetting():
   np.testing.assert_array_equal(split.forget.labels, labels[split.forget_idx])
   np.testing.assert_array_equal(split.retain.images, pool.images[split.retain_idx])
   assert split.test is test
-
-
-def test_make_split_class_wise_drops_class_from_test():
-  labels, test = _labels(), _pool(_labels(seed=1))
-  forget_idx = data.class_forget_indices(labels, 7)
-  split = data.make_split(_pool(labels), test, forget_idx, drop_class_from_test=7)
-  assert np.all(split.forget.labels == 7) and not np.any(split.retain.labels == 7)
-  assert len(split.test) == 450 and not np.any(split.test.labels == 7)
 
 
 @pytest.mark.parametrize(

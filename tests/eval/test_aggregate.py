@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dualoptim_jax.eval import (
-    RETRAIN_REFS,
+    Metric,
     group_runs,
     load_runs,
     markdown_table,
@@ -16,6 +16,11 @@ from dualoptim_jax.eval import (
     summarize,
     write_csv,
 )
+
+
+METRICS = (Metric("UA"), Metric("RA"), Metric("TA"), Metric("MIA"))
+# The official code's CIFAR-10 retrain reference with SGD (`parse_result.py`).
+CIFAR10_RT = {"UA": 5.39, "RA": 100.0, "TA": 94.248, "MIA": 76.264}
 
 
 def _run(method, optimizer, seed, ua, ra, ta, mia):
@@ -37,7 +42,7 @@ def test_summarize_fixed_reference():
   # ref = [5.39, 100, 94.248, 76.264] -> gaps [0.39, 1, 1.248, 1.264].
   # Avg Gap = 3.902 / 4 = 0.9755; Avg Std = 8 / 4 = 2.
   # (The mean of per-seed gaps would be (1.9755 + 2.1485) / 2 = 2.062 instead.)
-  s = summarize(RUNS, RETRAIN_REFS["cifar10_sgd"])
+  s = summarize(RUNS, CIFAR10_RT, METRICS)
   assert s.num_seeds == 2
   assert s.mean == pytest.approx({"UA": 5.0, "RA": 99.0, "TA": 93.0, "MIA": 75.0})
   assert s.std == pytest.approx({"UA": 1.0, "RA": 1.0, "TA": 1.0, "MIA": 5.0})
@@ -48,11 +53,11 @@ def test_summarize_fixed_reference():
 
 def test_summarize_against_rt_runs():
   # RT seed means = [5.5, 100, 94.5, 77] -> gaps [0.5, 1, 1.5, 2], Avg Gap = 1.25.
-  assert reference(RT_RUNS) == pytest.approx({"UA": 5.5, "RA": 100.0, "TA": 94.5, "MIA": 77.0})
-  s = summarize(RUNS, RT_RUNS)
+  assert reference(RT_RUNS, METRICS) == pytest.approx({"UA": 5.5, "RA": 100.0, "TA": 94.5, "MIA": 77.0})
+  s = summarize(RUNS, RT_RUNS, METRICS)
   assert s.gap == pytest.approx({"UA": 0.5, "RA": 1.0, "TA": 1.5, "MIA": 2.0})
   assert s.avg_gap == pytest.approx(1.25)
-  rt = summarize(RT_RUNS, RT_RUNS)
+  rt = summarize(RT_RUNS, RT_RUNS, METRICS)
   assert rt.avg_gap == 0.0
   # RT std = [0.5, 0, 0.5, 1] -> Avg Std = 0.5.
   assert rt.avg_std == pytest.approx(0.5)
@@ -60,11 +65,13 @@ def test_summarize_against_rt_runs():
 
 def test_summarize_bad_input():
   with pytest.raises(ValueError, match="at least one"):
-    summarize([], RT_RUNS)
+    summarize([], RT_RUNS, METRICS)
   with pytest.raises(ValueError, match="MIA"):
-    summarize([{"UA": 1.0, "RA": 1.0, "TA": 1.0}], RT_RUNS)
+    summarize([{"UA": 1.0, "RA": 1.0, "TA": 1.0}], RT_RUNS, METRICS)
   with pytest.raises(ValueError, match="TA"):
-    summarize(RUNS, {"UA": 1.0, "RA": 1.0, "MIA": 1.0})
+    summarize(RUNS, {"UA": 1.0, "RA": 1.0, "MIA": 1.0}, METRICS)
+  with pytest.raises(ValueError, match="at least one metric"):
+    summarize(RUNS, RT_RUNS, ())
 
 
 def test_group_runs():
@@ -77,7 +84,8 @@ def test_group_runs():
 
 def test_markdown_table():
   table = markdown_table(
-      {"RT": summarize(RT_RUNS, RT_RUNS), "SalUn + DualOptim": summarize(RUNS, RT_RUNS)}
+      {"RT": summarize(RT_RUNS, RT_RUNS, METRICS),
+       "SalUn + DualOptim": summarize(RUNS, RT_RUNS, METRICS)}, METRICS
   )
   assert table.splitlines() == [
       "| Method | UA | RA | TA | MIA | Avg. Gap | Avg. Std |",
@@ -89,9 +97,26 @@ def test_markdown_table():
   ]
 
 
+def test_one_seed_has_no_std():
+  """A row of one seed prints no ± std and Avg. Std n/a; its CSV stds are empty."""
+  one = summarize(RUNS[:1], RT_RUNS, METRICS)
+  table = markdown_table({"SalUn (dual)": one}, METRICS)
+  assert table.splitlines()[-1] == (
+      "| SalUn (dual) | 4.00 (1.50) | 100.00 (0.00) | 94.00 (0.50) | 70.00 (7.00) | 2.25 | n/a |")
+
+
+def test_metric_direction_labels_the_columns():
+  metrics = (Metric("MU", "higher"), Metric("PPL", "lower"), Metric("UA"))
+  runs = [{"MU": 0.5, "PPL": 10.0, "UA": 3.0}]
+  header = markdown_table({"x": summarize(runs, runs, metrics)}, metrics).splitlines()[0]
+  assert header == "| Method | MU ↑ | PPL ↓ | UA | Avg. Gap | Avg. Std |"
+  with pytest.raises(ValueError, match="Metric.better must be one of"):
+    Metric("MU", "up")
+
+
 def test_write_csv(tmp_path):
   path = tmp_path / "out" / "table.csv"
-  write_csv({("SalUn", "dual"): summarize(RUNS, RT_RUNS)}, path)
+  write_csv({("SalUn", "dual"): summarize(RUNS, RT_RUNS, METRICS)}, path, METRICS)
   with path.open() as fp:
     (row,) = list(csv.DictReader(fp))
   assert row["method"] == "SalUn" and row["optimizer"] == "dual" and row["num_seeds"] == "2"
@@ -112,7 +137,7 @@ def test_save_and_load_runs(tmp_path):
 def test_failed_save_keeps_previous_file(tmp_path):
   path = tmp_path / "run.json"
   save_run_json(path, RUNS[0])
-  with pytest.raises(TypeError):
+  with pytest.raises(TypeError, match="object is not JSON serializable"):
     save_run_json(path, {"UA": object()})
   assert json.loads(path.read_text()) == RUNS[0]
   assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
@@ -121,3 +146,11 @@ def test_failed_save_keeps_previous_file(tmp_path):
 def test_load_runs_missing_directory(tmp_path):
   with pytest.raises(ValueError, match="not a directory"):
     load_runs(tmp_path / "missing")
+
+
+def test_write_csv_leaves_one_seed_stds_empty(tmp_path):
+  path = tmp_path / "table.csv"
+  write_csv({("RL", "sgd"): summarize(RUNS[:1], RT_RUNS, METRICS)}, path, METRICS)
+  with path.open() as fp:
+    (row,) = list(csv.DictReader(fp))
+  assert row["UA_std"] == "" and row["avg_std"] == "" and float(row["UA_gap"]) == 1.5

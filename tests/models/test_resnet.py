@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dualoptim_jax.models import MODELS, ResNet18, apply, make_model
+from dualoptim_jax.models import ResNet18, apply
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -66,28 +66,18 @@ def test_output_shape(model):
   assert _forward(model, _images()).shape == (2, 10)
 
 
-def test_registry():
-  assert MODELS["resnet18"] is ResNet18
-  model = nnx.eval_shape(
-      lambda: make_model("resnet18", num_classes=10, mean=MEAN, std=STD, rngs=nnx.Rngs(0))
-  )
-  assert isinstance(model, ResNet18)
-  with pytest.raises(ValueError, match="Unknown model"):
-    make_model("vgg", num_classes=10)
-
-
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, message",
     [
-        dict(mean=(0.5,) * 3, std=(0.5,) * 2),
-        dict(mean=(), std=()),
-        dict(mean=(0.5,) * 3, std=(0.5, 0.0, 0.5)),
-        dict(width=0),
+        (dict(mean=(0.5,) * 3, std=(0.5,) * 2), "equal length"),
+        (dict(mean=(), std=()), "non-empty"),
+        (dict(mean=(0.5,) * 3, std=(0.5, 0.0, 0.5)), "std must be positive"),
+        (dict(width=0), "width must be positive"),
     ],
 )
-def test_bad_arguments(kwargs):
+def test_bad_arguments(kwargs, message):
   kwargs = dict(width=8, mean=MEAN, std=STD) | kwargs
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match=message):
     ResNet18(10, rngs=nnx.Rngs(0), **kwargs)
 
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dualoptim_jax import quantize as qz
+from dualoptim_jax.optim import quantize as qz
 
 # Entries of bitsandbytes' create_dynamic_map(signed) (max_exponent_bits=7, total_bits=8).
 _SIGNED_ENTRIES = {

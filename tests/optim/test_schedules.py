@@ -43,11 +43,11 @@ def test_is_forget_works_on_arrays():
 def test_one_sided_and_invalid_schedules():
   assert set(dj.epoch_blocks(0, 4, 2)) == {"retain"}  # FT
   assert set(dj.epoch_blocks(3, 0, 2)) == {"forget"}  # GA
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match="not both 0"):
     dj.alternating(0, 0)
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match=">= 0"):
     dj.alternating(-1, 2)
-  with pytest.raises(IndexError):
+  with pytest.raises(IndexError, match="outside the schedule"):
     dj.epoch_blocks(1, 1, 1)(2)
-  with pytest.raises(TypeError):
+  with pytest.raises(TypeError, match="endless"):
     len(dj.alternating(1, 5))

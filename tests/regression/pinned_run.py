@@ -12,6 +12,7 @@ the parameter and BatchNorm bytes (bit-identity) and float64 sums (closeness).
 """
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import pathlib
@@ -21,16 +22,23 @@ import jax
 import numpy as np
 from flax import nnx
 
-from dualoptim_jax import data as D
-from dualoptim_jax import eval as E
+from dualoptim_jax.data import load_setting
 from dualoptim_jax.models import ResNet18
-from dualoptim_jax.train import train_classifier
-from dualoptim_jax.unlearn import METHODS, OPTIMIZERS, UnlearnConfig, predict, unlearn
+from dualoptim_jax.tasks.classification import (
+    METHODS,
+    OPTIMIZERS,
+    SFRon,
+    UnlearnConfig,
+    evaluate,
+    train_classifier,
+    unlearn,
+)
 
 VALUES = pathlib.Path(__file__).with_name("pinned.json")
 SEED = 1
-CONFIG = UnlearnConfig(epochs=1, batch_size=128, forget_lr=3e-4, retain_lr=0.01, sfron_iters=5)
+CONFIG = UnlearnConfig(epochs=1, batch_size=128, retain_lr=0.01)
 FORGET_LR = {"sgd": 0.018, "adam": 3e-4, "dual": 3e-4}
+PINNED_METHODS = {**METHODS, "SFRon": SFRon(iters=5)}
 
 
 def environment() -> dict:
@@ -45,8 +53,8 @@ def environment() -> dict:
           "cpu": cpu}
 
 
-def fingerprint(params, batch_stats) -> dict:
-  leaves = jax.tree.leaves((params, batch_stats))
+def fingerprint(params, model_state) -> dict:
+  leaves = jax.tree.leaves((params, model_state))
   digest = hashlib.sha256()
   for leaf in leaves:
     digest.update(np.asarray(leaf).tobytes())
@@ -57,8 +65,8 @@ def fingerprint(params, batch_stats) -> dict:
 
 def pretrained():
   """The split of seed ``SEED`` and the original model: ``(graphdef, original, split)``."""
-  pool, test = D.fashion_mnist_pool(100, None, 1000)
-  split = D.make_split(pool, test, D.random_forget_indices(len(pool), len(pool) // 10, SEED))
+  setting = load_setting("fashion_mnist_tiny")
+  pool, split = setting.pool, setting.split(SEED)
   model = ResNet18(pool.num_classes, width=8, mean=pool.mean, std=pool.std,
                    rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
   graphdef, original = train_classifier(model, pool, epochs=2, batch_size=128, lr=0.1, seed=0,
@@ -68,19 +76,15 @@ def pretrained():
 
 def numbers(graphdef, state, split) -> dict:
   """UA / RA / TA / MIA of a model and the fingerprint of its parameters."""
-  def logits(dataset):
-    return E.predict_logits(lambda x: predict(graphdef, state.params, state.batch_stats, x),
-                            D.eval_batches(dataset, 500))
-  metrics = E.unlearning_metrics(logits(split.forget), logits(split.retain), logits(split.test))
-  return {**metrics, **fingerprint(state.params, state.batch_stats)}
+  return {**evaluate(graphdef, state, split), **fingerprint(state.params, state.model_state)}
 
 
 def unlearned(graphdef, original, split, method: str) -> dict:
   """The numbers of ``method`` run from the original model with each optimizer."""
   result = {}
   for optimizer in OPTIMIZERS:
-    config = UnlearnConfig(**{**CONFIG.__dict__, "forget_lr": FORGET_LR[optimizer]})
-    state = unlearn(method, optimizer, graphdef, original, split, config, seed=SEED)
+    config = dataclasses.replace(CONFIG, forget_lr=FORGET_LR[optimizer])
+    state = unlearn(PINNED_METHODS[method], optimizer, graphdef, original, split, config, seed=SEED)
     result[f"{method}-{optimizer}"] = numbers(graphdef, state, split)
   return result
 

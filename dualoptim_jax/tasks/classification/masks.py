@@ -7,9 +7,24 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dualoptim_jax.core import TrainState
 from dualoptim_jax.data import ArrayDataset, epoch_batches
-from dualoptim_jax.unlearn import losses
-from dualoptim_jax.unlearn.steps import TrainState, make_grad_fn
+from dualoptim_jax.models import apply
+from dualoptim_jax.tasks.classification import losses
+
+
+def _eval_grad_fn(graphdef: nnx.GraphDef, logits_loss: Callable) -> Callable:
+  """Jitted ``grad(params, batch_stats, images, labels)`` of an eval-mode loss."""
+
+  @jax.jit
+  def grad(params, batch_stats, images, labels):
+    def f(params):
+      logits, _ = apply(graphdef, params, batch_stats, images, train=False)
+      return logits_loss(logits, labels, None)
+
+    return jax.grad(f)(params)
+
+  return grad
 
 
 def _mean_over_batches(grad_fn: Callable, state: TrainState, data: ArrayDataset, batch_size: int,
@@ -17,7 +32,7 @@ def _mean_over_batches(grad_fn: Callable, state: TrainState, data: ArrayDataset,
   """(1 / #batches) sum over one epoch of transform(grad of the batch-mean loss)."""
   total, count = None, 0
   for images, labels in epoch_batches(data, batch_size, rng, augment=augment):
-    g = jax.tree.map(transform, grad_fn(state.params, state.batch_stats, images, labels))
+    g = jax.tree.map(transform, grad_fn(state.params, state.model_state, images, labels))
     total = g if total is None else jax.tree.map(jnp.add, total, g)
     count += 1
   return jax.tree.map(lambda x: x / count, total)
@@ -34,7 +49,7 @@ def salun_mask(graphdef: nnx.GraphDef, state: TrainState, forget: ArrayDataset,
   """
   if not 0.0 < ratio <= 1.0:
     raise ValueError(f"ratio must be in (0, 1], got {ratio}.")
-  grad_fn = make_grad_fn(graphdef, losses.negative_cross_entropy)
+  grad_fn = _eval_grad_fn(graphdef, losses.negative_cross_entropy)
   rng = np.random.default_rng(seed)
   g_f = _mean_over_batches(grad_fn, state, forget, batch_size, rng, augment, lambda g: g)
   g_r = _mean_over_batches(grad_fn, state, retain, batch_size, rng, augment, lambda g: g)
@@ -59,7 +74,7 @@ def fisher_mask(graphdef: nnx.GraphDef, state: TrainState, forget: ArrayDataset,
 
   :math:`F` is the mean over batches of the squared eval-mode gradient of the batch-mean CE.
   """
-  grad_fn = make_grad_fn(graphdef, losses.cross_entropy)
+  grad_fn = _eval_grad_fn(graphdef, losses.cross_entropy)
   rng = np.random.default_rng(seed)
   f_f = _mean_over_batches(grad_fn, state, forget, batch_size, rng, augment, jnp.square)
   f_r = _mean_over_batches(grad_fn, state, retain, batch_size, rng, augment, jnp.square)

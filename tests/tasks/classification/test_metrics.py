@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dualoptim_jax.eval import (
+from dualoptim_jax.tasks.classification.metrics import (
     accuracy,
     entropy,
     mia_efficacy,
@@ -33,11 +33,13 @@ def test_accuracy():
 
 
 @pytest.mark.parametrize(
-    "logits, labels",
-    [(np.zeros((3, 2)), np.zeros(2)), (np.zeros(3), np.zeros(3)), (np.zeros((0, 2)), np.zeros(0))],
+    "logits, labels, message",
+    [(np.zeros((3, 2)), np.zeros(2), r"logits \(n, classes\)"),
+     (np.zeros(3), np.zeros(3), r"logits \(n, classes\)"),
+     (np.zeros((0, 2)), np.zeros(0), "empty")],
 )
-def test_accuracy_bad_input(logits, labels):
-  with pytest.raises(ValueError):
+def test_accuracy_bad_input(logits, labels, message):
+  with pytest.raises(ValueError, match=message):
     accuracy(logits, labels)
 
 
@@ -66,7 +68,7 @@ def test_entropy():
   h = entropy(np.array([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0], [0.25] * 4]))
   np.testing.assert_allclose(h, [0.0, np.log(2), np.log(4)], atol=1e-15)  # 0 log 0 = 0
   assert h[0] == 0.0
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match="non-negative probabilities"):
     entropy(np.array([[1.5, -0.5]]))
 
 

@@ -1,4 +1,4 @@
-"""Supervised training of the original (pre-unlearning) models: SGD, cross-entropy, cosine decay.
+"""Pretraining of the original model and the retrained reference: SGD, cross-entropy, cosine decay.
 
 `train_classifier` trains the original model and the retrained reference alike: SGD with momentum
 and coupled L2 decay (`sgd_l2`), mean cross-entropy, train-mode BatchNorm, and a learning rate set
@@ -18,11 +18,10 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from dualoptim_jax import checkpoint
-from dualoptim_jax.data import ArrayDataset, epoch_batches, eval_batches, num_batches
-from dualoptim_jax.optim.recipes import sgd_l2
-from dualoptim_jax.unlearn.losses import cross_entropy
-from dualoptim_jax.unlearn.steps import TrainState, init_state, make_step, predict
+from dualoptim_jax.core import TrainState, checkpoint, init_state, make_step
+from dualoptim_jax.data import ArrayDataset, epoch_batches, num_batches
+from dualoptim_jax.optim import sgd_l2
+from dualoptim_jax.tasks.classification.losses import classifier_loss, cross_entropy
 
 
 def cosine_epoch_schedule(base_lr: float, epochs: int, steps_per_epoch: int) -> optax.Schedule:
@@ -61,7 +60,7 @@ def train_classifier(
   """Trains ``model`` on ``dataset`` for ``epochs`` epochs with SGD and cross-entropy.
 
   ``model`` gives the architecture and the initial weights and is left unchanged; build the trained
-  model with ``nnx.merge(graphdef, state.params, state.batch_stats)``.
+  model with ``nnx.merge(graphdef, state.params, state.model_state)``.
 
   With ``checkpoint_dir``, the `TrainState` (optimizer state included) is saved after every epoch
   as step ``epoch + 1`` with metadata ``{"epoch", "loss", "seconds", "total_seconds",
@@ -98,7 +97,7 @@ def train_classifier(
       momentum=momentum,
       weight_decay=weight_decay,
   )
-  graphdef, state = init_state(model, tx)
+  graphdef, state = init_state(model, tx, seed)
   hyperparameters = {"num_samples": len(dataset), "batch_size": batch_size, "lr": lr,
                      "momentum": momentum, "weight_decay": weight_decay, "seed": seed,
                      "augment": augment}
@@ -123,7 +122,7 @@ def train_classifier(
   if start == epochs:
     return graphdef, state
 
-  step = make_step(graphdef, tx, cross_entropy)
+  step = make_step(tx, classifier_loss(graphdef, cross_entropy))
   with tqdm(
       total=epochs * steps_per_epoch,
       initial=start * steps_per_epoch,
@@ -135,9 +134,9 @@ def train_classifier(
       begin = time.perf_counter()
       rng = np.random.default_rng([seed, epoch])
       total = 0.0
-      for images, labels in epoch_batches(dataset, batch_size, rng, augment=augment):
-        state, loss = step(state, images, labels)
-        total += loss
+      for batch in epoch_batches(dataset, batch_size, rng, augment=augment):
+        state, metrics = step(state, batch)
+        total += metrics["loss"]
         bar.update()
       loss = float(total) / steps_per_epoch
       bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
@@ -148,16 +147,3 @@ def train_classifier(
                     "total_seconds": total_seconds, "hyperparameters": hyperparameters}
         checkpoint.save(checkpoint_dir, epoch + 1, state, metadata=metadata)
   return graphdef, state
-
-
-def evaluate_accuracy(
-    graphdef: nnx.GraphDef, state: TrainState, dataset: ArrayDataset, batch_size: int = 512
-) -> float:
-  """Top-1 accuracy on ``dataset`` in percent, in eval mode (running BatchNorm statistics)."""
-  if not len(dataset):
-    raise ValueError(f"Cannot evaluate on the empty dataset {dataset.name!r}.")
-  correct = 0
-  for images, labels, valid in eval_batches(dataset, batch_size):
-    logits = predict(graphdef, state.params, state.batch_stats, images)
-    correct += int(np.sum((np.asarray(jnp.argmax(logits, axis=-1)) == labels) & valid))
-  return 100.0 * correct / len(dataset)

@@ -12,9 +12,10 @@ import optax
 import pytest
 from flax import nnx
 
-from dualoptim_jax.data import ArrayDataset, epoch_batches, make_split
-from dualoptim_jax.unlearn import init_state, make_step, predict
-from dualoptim_jax.unlearn.losses import cross_entropy
+from dualoptim_jax.core import init_state, make_step
+from dualoptim_jax.data import ArrayDataset, epoch_batches, make_split, to_float
+from dualoptim_jax.tasks.classification.losses import classifier_loss, cross_entropy
+from dualoptim_jax.tasks.classification.metrics import predict
 
 
 class TinyNet(nnx.Module):
@@ -50,18 +51,17 @@ def make_data(seed=0, n=400, n_test=200, classes=10):
 def train(data, epochs=60, seed=0, lr=0.05):
   model = TinyNet(data.num_classes, nnx.Rngs(jax.random.key(seed, impl="rbg")))
   tx = optax.sgd(lr, momentum=0.9)
-  graphdef, state = init_state(model, tx)
-  step = make_step(graphdef, tx, cross_entropy)
+  graphdef, state = init_state(model, tx, seed)
+  step = make_step(tx, classifier_loss(graphdef, cross_entropy))
   rng = np.random.default_rng(seed)
   for _ in range(epochs):
-    for images, labels in epoch_batches(data, 32, rng):
-      state, _ = step(state, images, labels)
+    for batch in epoch_batches(data, 32, rng):
+      state, _ = step(state, batch)
   return graphdef, state
 
 
 def accuracy(graphdef, state, data):
-  from dualoptim_jax.data import to_float
-  logits = predict(graphdef, state.params, state.batch_stats, to_float(data.images))
+  logits = predict(graphdef, state.params, state.model_state, to_float(data.images))
   return 100.0 * float(np.mean(np.argmax(logits, -1) == data.labels))
 
 

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dualoptim_jax.unlearn import losses
+from dualoptim_jax.tasks.classification import losses
 
 
 LOGITS = jnp.array([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])

@@ -1,7 +1,7 @@
-"""Unlearning metrics: accuracies and the entropy membership-inference attack.
+"""Classification unlearning metrics: accuracies and the entropy membership-inference attack.
 
-All functions run on the host in NumPy (float64) and take logits, so they do
-not depend on the model.
+The metric functions run on the host in NumPy (float64) and take logits; `evaluate` computes
+the logits of a model on a split.
 
 * UA = 100 - top-1 accuracy on the forget set, RA / TA = top-1 accuracy on the
   retain / test set, all in percent.
@@ -11,12 +11,21 @@ not depend on the model.
   predicts to be members.
 """
 
+import functools
 from collections.abc import Callable, Iterable
 
+import jax
 import numpy as np
+from flax import nnx
 from sklearn.linear_model import LogisticRegression
 
-METRICS = ("UA", "RA", "TA", "MIA")
+from dualoptim_jax.core import TrainState
+from dualoptim_jax.data import UnlearningSplit, eval_batches
+from dualoptim_jax.eval import Metric
+from dualoptim_jax.models import apply
+
+# Every one is judged by its gap to the retrained model.
+METRICS = (Metric("UA"), Metric("RA"), Metric("TA"), Metric("MIA"))
 
 
 def _logits_labels(logits, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -118,3 +127,21 @@ def unlearning_metrics(forget, retain, test) -> dict[str, float]:
       "TA": accuracy(t_logits, t_labels),
       "MIA": mia_efficacy(softmax(r_logits), softmax(f_logits), softmax(t_logits)),
   }
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def predict(graphdef: nnx.GraphDef, params, batch_stats, images) -> jax.Array:
+  """Eval-mode logits (running BatchNorm statistics)."""
+  return apply(graphdef, params, batch_stats, images, train=False)[0]
+
+
+def evaluate(
+    graphdef: nnx.GraphDef, state: TrainState, split: UnlearningSplit, batch_size: int = 500
+) -> dict[str, float]:
+  """`unlearning_metrics` of the model ``(graphdef, state)`` on ``split``."""
+
+  def logits(dataset):
+    return predict_logits(lambda x: predict(graphdef, state.params, state.model_state, x),
+                          eval_batches(dataset, batch_size))
+
+  return unlearning_metrics(logits(split.forget), logits(split.retain), logits(split.test))

@@ -1,8 +1,15 @@
-"""Losses of the unlearning methods, as functions of logits ``loss(logits, labels, teacher_logits, **hp)``."""
+"""Losses of the classification unlearning methods, and the train-step loss over a classifier.
+
+A logits loss is ``loss(logits, labels, teacher_logits, **hparams) -> scalar``;
+`classifier_loss` turns one into the training core's ``loss_fn``.
+"""
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
+
+from dualoptim_jax.models import apply
 
 
 def cross_entropy(logits, labels, teacher_logits=None):
@@ -45,3 +52,26 @@ def sfron_forget(logits, labels, teacher_logits=None, alpha=1.0, lambd=0.5):
   weights = jax.lax.stop_gradient((losses + 1e-15) ** -lambd)
   weights = weights / jnp.sum(weights)
   return -alpha * jnp.sum(weights * losses)
+
+
+def classifier_loss(graphdef: nnx.GraphDef, logits_loss):
+  """The core ``loss_fn`` of a classifier trained on ``(images, labels)`` batches.
+
+  The model runs in train mode (batch statistics; the running statistics it returns are the new
+  model state), as the reference does in the forget and the retain phase alike. ``extras`` holds
+  the traced hyper-parameters of ``logits_loss``, and under ``"teacher"`` the ``(params,
+  batch_stats)`` of a frozen model whose train-mode logits the loss compares with (SCRUB).
+  """
+
+  def loss_fn(params, batch_stats, batch, rng, extras):
+    del rng
+    images, labels = batch
+    hparams = dict(extras or {})
+    teacher = hparams.pop("teacher", None)
+    teacher_logits = None
+    if teacher is not None:
+      teacher_logits = jax.lax.stop_gradient(apply(graphdef, *teacher, images, train=True)[0])
+    logits, batch_stats = apply(graphdef, params, batch_stats, images, train=True)
+    return logits_loss(logits, labels, teacher_logits, **hparams), (batch_stats, {})
+
+  return loss_fn

@@ -1,0 +1,1 @@
+"""Tasks built on the training core; no task imports another."""

@@ -1,0 +1,41 @@
+"""The command line: which config it builds from the flags."""
+
+import pytest
+
+from dualoptim_jax.tasks.classification import RL, SCRUB, SFRon
+from experiments import configs, run
+
+
+@pytest.fixture
+def captured(monkeypatch):
+  seen = []
+  monkeypatch.setattr(run, "run_table", lambda config, out, root: seen.append((config, out, root))
+                      or "table")
+  return seen
+
+
+def test_flags_select_part_of_the_config(captured, tmp_path):
+  run.main(["--config", "cifar10", "--out", str(tmp_path), "--data-root", "/data/cifar",
+            "--methods", "SFRon", "SCRUB", "--optimizers", "dual", "--seeds", "2", "3",
+            "--forget-lr", "dual=5e-4"])
+  (config, out, root), = captured
+  # The config's own SFRon (1,500 iterations), SCRUB as the config has it, in the order asked.
+  assert config.methods == (SFRon(iters=1500), SCRUB())
+  assert config.optimizers == ("dual",) and config.seeds == (2, 3)
+  assert config.unlearn_config("dual").forget_lr == 5e-4
+  assert (out, root) == (tmp_path, "/data/cifar")
+
+
+def test_a_method_outside_the_config_runs_with_its_defaults(captured):
+  run.main(["--config", "default", "--methods", "SalUn", "RL"])
+  (config, out, _), = captured
+  assert [m.name for m in config.methods] == ["SalUn", "RL"] and config.methods[1] == RL()
+  assert str(out) == "runs/default"
+  assert configs.CONFIGS["default"].methods == (RL(), SFRon())  # the config itself is unchanged
+
+
+def test_a_bad_forget_lr_flag_is_refused(captured, capsys):
+  with pytest.raises(SystemExit):
+    run.main(["--forget-lr", "duel=1e-3"])
+  assert "--forget-lr takes OPTIMIZER=LR" in capsys.readouterr().err
+  assert not captured

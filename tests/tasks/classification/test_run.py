@@ -1,0 +1,128 @@
+"""The table runner end to end on a tiny synthetic setting: outputs, resuming, and its table."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from dualoptim_jax import eval as E
+from dualoptim_jax.core import checkpoint
+from dualoptim_jax.data import ArrayDataset, Setting
+from dualoptim_jax.data import settings as data_settings
+from dualoptim_jax.tasks.classification import (
+    METRICS,
+    ExperimentConfig,
+    SFRon,
+    UnlearnConfig,
+    run_table,
+    write_table,
+)
+from dualoptim_jax.tasks.classification import run as runner
+
+
+def synthetic_setting(root):
+  del root
+  rng = np.random.default_rng(0)
+  prototypes = rng.integers(0, 256, (4, 8, 8, 3))
+
+  def sample(n):
+    labels = rng.integers(0, 4, n).astype(np.int32)
+    images = np.clip(prototypes[labels] + rng.normal(0, 30, (n, 8, 8, 3)), 0, 255)
+    return ArrayDataset(images.astype(np.uint8), labels, 4, (0.5,) * 3, (0.25,) * 3, "synthetic")
+
+  return Setting("synthetic", sample(80), sample(40), num_forget=8)
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+  monkeypatch.setitem(data_settings.SETTINGS, "synthetic", synthetic_setting)
+  return ExperimentConfig(
+      name="tiny", setting="synthetic", width=2, pretrain_epochs=2, pretrain_batch_size=16,
+      unlearn=UnlearnConfig(epochs=2, batch_size=16), forget_lr={"sgd": 0.01, "dual": 1e-3},
+      methods=(SFRon(),), optimizers=("sgd", "dual"), seeds=(1,))
+
+
+def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path, monkeypatch):
+  plotted = []
+  real_plot = E.plot_curves
+  monkeypatch.setattr(E, "plot_curves", lambda *a, **k: plotted.append((a, k)) or real_plot(*a, **k))
+  run_table(tiny, tmp_path)
+  names = sorted(p.name for p in (tmp_path / "runs").iterdir())
+  assert names == ["Original-seed1.json", "RT-seed1.json", "SFRon-dual-seed1.json",
+                   "SFRon-sgd-seed1.json"]
+  result = json.loads((tmp_path / "runs" / "SFRon-dual-seed1.json").read_text())
+  assert {"UA", "RA", "TA", "MIA"} <= result.keys()
+  assert len(result["curve"]) == 2  # SFRon is tracked every epoch
+  assert result["hyperparameters"] == {
+      "epochs": 2, "batch_size": 16, "forget_lr": 1e-3, "retain_lr": 0.01, "augment": False,
+      "alpha": 25.0, "lambd": 0.5, "freq": 5, "iters": None, "max_norm": 7.0}
+  assert set(result["seconds"]) == {"pretraining", "retraining", "unlearning",
+                                    "curve_evaluation", "evaluation"}
+  # Training times come from the checkpoints, so later sittings report them too.
+  assert result["seconds"]["retraining"] == checkpoint.read_metadata(
+      tmp_path / "checkpoints" / "retrain-seed1")["total_seconds"] > 0
+  table = (tmp_path / "table.md").read_text()
+  rows = [line.split(" | ")[0] for line in table.strip().splitlines()[4:]]
+  assert rows == ["| RT", "| Original", "| SFRon (sgd)", "| SFRon (dual)"]  # the config's order
+  assert " ± " not in table and table.strip().splitlines()[4].endswith("| 0.00 | n/a |")  # 1 seed
+  assert (tmp_path / "table.csv").exists() and (tmp_path / "curves.png").stat().st_size > 0
+  # The curves start at epoch 0, the original model of the seed, and the title names the seeds.
+  (args, kwargs), = plotted
+  original = json.loads((tmp_path / "runs" / "Original-seed1.json").read_text())
+  curve = args[0]["SFRon (dual)"]
+  assert curve.shape == (1, 3, 4)
+  np.testing.assert_array_equal(curve[0, 0], [original[m.name] for m in METRICS])
+  np.testing.assert_array_equal(curve[0, 2], [result[m.name] for m in METRICS])
+  assert "tiny" in kwargs["title"] and "seeds [1]" in kwargs["title"]
+
+  # A second invocation finds every run: no model is trained, restored or unlearned again.
+  def fail(*args, **kwargs):
+    raise AssertionError("finished work was redone")
+
+  monkeypatch.setattr(runner, "unlearn", fail)
+  monkeypatch.setattr(runner, "train_classifier", fail)
+  monkeypatch.setitem(data_settings.SETTINGS, "synthetic", fail)
+  before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+  run_table(tiny, tmp_path)
+  assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+
+  # The table covers only the selected part of the grid.
+  run_table(dataclasses.replace(tiny, optimizers=("dual",)), tmp_path)
+  table = (tmp_path / "table.md").read_text()
+  assert [line.split(" | ")[0] for line in table.strip().splitlines()[4:]] == [
+      "| RT", "| Original", "| SFRon (dual)"]
+
+  # Other hyper-parameters under the same out directory are refused instead of silently reused.
+  with pytest.raises(ValueError, match="other hyper-parameters"):
+    run_table(dataclasses.replace(tiny, forget_lr={"sgd": 0.01, "dual": 0.5}), tmp_path)
+  with pytest.raises(ValueError, match="other hyper-parameters"):
+    run_table(dataclasses.replace(tiny, methods=(SFRon(lambd=0.6),)), tmp_path)
+
+
+def test_an_unfinished_row_is_compared_with_rt_on_its_own_seeds(tiny, tmp_path):
+  def save(method, optimizer, seed, ua, ra, ta, mia):
+    E.save_run_json(tmp_path / "runs" / f"{method}-{optimizer}-seed{seed}.json", {
+        "config": "tiny", "method": method, "optimizer": optimizer, "seed": seed,
+        "UA": ua, "RA": ra, "TA": ta, "MIA": mia, "curve": []})
+
+  save("RT", "sgd", 1, 10.0, 100.0, 90.0, 60.0)
+  save("RT", "sgd", 2, 20.0, 100.0, 80.0, 70.0)
+  save("SFRon", "dual", 1, 12.0, 99.0, 89.0, 61.0)  # seed 2 not run yet
+  table = write_table(tmp_path, dataclasses.replace(tiny, seeds=(1, 2)))
+  row = next(line for line in table.splitlines() if line.startswith("| SFRon (dual)"))
+  # Gaps to RT seed 1 alone: 2, 1, 1, 1 -> 1.25 (against the two-seed RT mean it would be 3.00).
+  assert row.split(" | ")[-2] == "1.25"
+  assert "SFRon (dual): seeds [1] only" in table
+
+
+def test_a_config_needs_a_forget_lr_per_optimizer(tiny):
+  with pytest.raises(ValueError, match=r"no forget learning rate for \['adam'\]"):
+    dataclasses.replace(tiny, optimizers=("sgd", "adam"))
+
+
+def test_a_bad_data_root_leaves_no_directory_behind(tmp_path):
+  config = ExperimentConfig(name="c", setting="fashion_mnist_tiny", forget_lr={"sgd": 1, "dual": 1})
+  with pytest.raises(FileNotFoundError, match="no-such-dir"):
+    run_table(config, tmp_path / "out", data_root=tmp_path / "no-such-dir")
+  assert not (tmp_path / "out").exists()

@@ -24,8 +24,10 @@ def resnet18_shapes(num_classes: int = 10, width: int = 64) -> list[tuple[int, .
 
 def tree_of(shapes, seed: int = 0, scale: float = 1.0):
   keys = jax.random.split(jax.random.key(seed), len(shapes))
-  return {f"p{i:03d}": scale * jax.random.normal(k, s, jnp.float32)
-          for i, (k, s) in enumerate(zip(keys, shapes))}
+  return {
+    f"p{i:03d}": scale * jax.random.normal(k, s, jnp.float32)
+    for i, (k, s) in enumerate(zip(keys, shapes, strict=True))
+  }
 
 
 def num_elements(tree) -> int:

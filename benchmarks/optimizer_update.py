@@ -16,9 +16,9 @@ import functools
 
 import jax
 import optax
+from common import num_elements, resnet18_shapes, streaming_bandwidth, time_calls, tree_of
 
 import dualoptim_jax as dj
-from common import num_elements, resnet18_shapes, streaming_bandwidth, time_calls, tree_of
 
 
 def donated_step(tx, objective=None):
@@ -57,19 +57,23 @@ def main():
   shapes = resnet18_shapes()
   params, grads = tree_of(shapes, 0, 0.05), tree_of(shapes, 1, 1e-3)
   n = num_elements(params)
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}: {len(shapes)} leaves, "
-        f"{n / 1e6:.2f}M parameters")
+  print(
+    f"jax {jax.__version__} on {jax.devices()[0].platform}: {len(shapes)} leaves, "
+    f"{n / 1e6:.2f}M parameters"
+  )
 
   lr_f, lr_r = 1e-4, 1e-2
   dual = dj.dualoptim(lr_f, lr_r)
   cases = {
-      "forget": (dual, optax.adamw(lr_f, 0.9, 0.999, 1e-8, weight_decay=0.05), 28),
-      "retain": (dual, dj.sgd_l2(lr_r), 20),
+    "forget": (dual, optax.adamw(lr_f, 0.9, 0.999, 1e-8, weight_decay=0.05), 28),
+    "retain": (dual, dj.sgd_l2(lr_r), 20),
   }
   bandwidth = streaming_bandwidth(4 * n)
   print(f"streaming bandwidth (donated triad): {bandwidth / 1e9:.1f} GB/s\n")
-  print(f"{'branch':8s} {'alone ms':>9s} {'dual ms':>8s} {'dual/alone':>10s} "
-        f"{'bound ms':>9s} {'alone/bound':>11s} {'dual/bound':>10s} {'copies':>6s}")
+  print(
+    f"{'branch':8s} {'alone ms':>9s} {'dual ms':>8s} {'dual/alone':>10s} "
+    f"{'bound ms':>9s} {'alone/bound':>11s} {'dual/bound':>10s} {'copies':>6s}"
+  )
   for objective, (tx_dual, tx_alone, bytes_per_param) in cases.items():
     dual_step, alone_step = donated_step(tx_dual, objective), donated_step(tx_alone)
     dual_state = tx_dual.init(params)
@@ -77,14 +81,19 @@ def main():
     other = "retain" if objective == "forget" else "forget"
     _, dual_state = tx_dual.update(grads, dual_state, params, objective=other)
     copies = copies_in_hlo(dual_step, params, dual_state, grads)
-    times = time_calls({
+    times = time_calls(
+      {
         "alone": runner(alone_step, params, tx_alone.init(params), grads),
         "dual": runner(dual_step, params, dual_state, grads),
-    }, repeats=args.repeats)
+      },
+      repeats=args.repeats,
+    )
     bound = bytes_per_param * n / bandwidth
-    print(f"{objective:8s} {1e3 * times['alone']:9.2f} {1e3 * times['dual']:8.2f} "
-          f"{times['dual'] / times['alone']:10.3f} {1e3 * bound:9.2f} "
-          f"{times['alone'] / bound:11.2f} {times['dual'] / bound:10.2f} {copies:6d}")
+    print(
+      f"{objective:8s} {1e3 * times['alone']:9.2f} {1e3 * times['dual']:8.2f} "
+      f"{times['dual'] / times['alone']:10.3f} {1e3 * bound:9.2f} "
+      f"{times['alone'] / bound:11.2f} {times['dual'] / bound:10.2f} {copies:6d}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ import argparse
 import math
 
 import jax
-
-import dualoptim_jax as dj
 from common import num_elements, resnet18_shapes, streaming_bandwidth, time_calls, tree_of
 from optimizer_update import copies_in_hlo, donated_step, runner
+
+import dualoptim_jax as dj
 
 
 def state_bytes(tx, params) -> int:
@@ -42,8 +42,8 @@ def main():
 
   fp32, int8 = dj.dualoptim_plus(1e-3), dj.dualoptim_plus(1e-3, state_bits=8)
   trees = {
-      "resnet18": resnet18_shapes(),
-      "100M": hundred_million_shapes(),
+    "resnet18": resnet18_shapes(),
+    "100M": hundred_million_shapes(),
   }
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}\n")
   print(f"{'tree':9s} {'params':>8s} {'fp32 state MB':>14s} {'8-bit state MB':>15s} {'ratio':>7s}")
@@ -59,10 +59,14 @@ def main():
     n = num_elements(params)
     bandwidth = streaming_bandwidth(min(4 * n, 50_000_000))
     bound = 44 * n / bandwidth
-    print(f"\n{name}: streaming bandwidth {bandwidth / 1e9:.1f} GB/s, "
-          f"fp32 bound {1e3 * bound:.2f} ms per update")
-    print(f"{'objective':9s} {'fp32 ms':>8s} {'8-bit ms':>9s} {'8bit/fp32':>9s} "
-          f"{'fp32/bound':>10s} {'8bit/bound':>10s} {'copies':>6s}")
+    print(
+      f"\n{name}: streaming bandwidth {bandwidth / 1e9:.1f} GB/s, "
+      f"fp32 bound {1e3 * bound:.2f} ms per update"
+    )
+    print(
+      f"{'objective':9s} {'fp32 ms':>8s} {'8-bit ms':>9s} {'8bit/fp32':>9s} "
+      f"{'fp32/bound':>10s} {'8bit/bound':>10s} {'copies':>6s}"
+    )
     for objective in ("forget", "retain"):
       steps, runs = {}, {}
       for bits, tx in (("fp32", fp32), ("8bit", int8)):
@@ -72,9 +76,11 @@ def main():
         runs[bits] = runner(steps[bits], params, state, grads)
       copies = copies_in_hlo(steps["fp32"], params, fp32.init(params), grads)
       times = time_calls(runs, repeats=args.repeats)
-      print(f"{objective:9s} {1e3 * times['fp32']:8.2f} {1e3 * times['8bit']:9.2f} "
-            f"{times['8bit'] / times['fp32']:9.2f} {times['fp32'] / bound:10.2f} "
-            f"{times['8bit'] / bound:10.2f} {copies:6d}")
+      print(
+        f"{objective:9s} {1e3 * times['fp32']:8.2f} {1e3 * times['8bit']:9.2f} "
+        f"{times['8bit'] / times['fp32']:9.2f} {times['fp32'] / bound:10.2f} "
+        f"{times['8bit'] / bound:10.2f} {copies:6d}"
+      )
 
 
 if __name__ == "__main__":

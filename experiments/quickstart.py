@@ -21,8 +21,10 @@ import dualoptim_jax as dj
 
 def init_mlp(key, sizes=(64, 256, 10)):
   keys = jax.random.split(key, len(sizes) - 1)
-  return [{"w": jax.random.normal(k, (m, n)) * jnp.sqrt(2.0 / m), "b": jnp.zeros(n)}
-          for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
+  return [
+    {"w": jax.random.normal(k, (m, n)) * jnp.sqrt(2.0 / m), "b": jnp.zeros(n)}
+    for k, m, n in zip(keys, sizes[:-1], sizes[1:], strict=True)
+  ]
 
 
 def logits_fn(params, x):
@@ -41,12 +43,13 @@ def make_step(tx):
     grads = jax.grad(loss_fn)(params, x, y)
     updates, state = tx.update(grads, state, params, objective=objective)
     return optax.apply_updates(params, updates), state
+
   return step
 
 
 def batches(rng, n, batch_size):
   order = rng.permutation(n)
-  return [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+  return [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
 
 
 def train(params, tx, x, y, epochs, seed):
@@ -82,21 +85,26 @@ def main():
   test, train_idx = order[:180], order[180:]
   forget_idx = rng.choice(train_idx, len(train_idx) // 10, replace=False)
   retain_idx = np.setdiff1d(train_idx, forget_idx)
-  data = {name: (x[idx], y[idx]) for name, idx in
-          [("forget", forget_idx), ("retain", retain_idx), ("test", test)]}
+  data = {
+    name: (x[idx], y[idx])
+    for name, idx in [("forget", forget_idx), ("retain", retain_idx), ("test", test)]
+  }
 
   pretrain = dj.shared_sgd(0.05, 0.05)
-  original = train(init_mlp(jax.random.key(0)), pretrain, x[train_idx], y[train_idx],
-                   epochs=40, seed=0)
+  original = train(
+    init_mlp(jax.random.key(0)), pretrain, x[train_idx], y[train_idx], epochs=40, seed=0
+  )
   retrained = train(init_mlp(jax.random.key(0)), pretrain, *data["retain"], epochs=40, seed=0)
   copy = lambda p: jax.tree.map(jnp.copy, p)  # noqa: E731  (steps donate their params)
   models = {
-      "original": original,
-      "retrained": retrained,
-      "RL, shared SGD": unlearn_rl(copy(original), dj.shared_sgd(0.02, 0.01),
-                                   data["forget"], data["retain"], epochs=5, seed=1),
-      "RL, DualOptim": unlearn_rl(copy(original), dj.dualoptim(3e-4, 0.01),
-                                  data["forget"], data["retain"], epochs=5, seed=1),
+    "original": original,
+    "retrained": retrained,
+    "RL, shared SGD": unlearn_rl(
+      copy(original), dj.shared_sgd(0.02, 0.01), data["forget"], data["retain"], epochs=5, seed=1
+    ),
+    "RL, DualOptim": unlearn_rl(
+      copy(original), dj.dualoptim(3e-4, 0.01), data["forget"], data["retain"], epochs=5, seed=1
+    ),
   }
   print(f"{'model':16s} {'forget acc':>10s} {'retain acc':>10s} {'test acc':>9s}")
   for name, params in models.items():

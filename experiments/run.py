@@ -20,13 +20,22 @@ def main(argv=None):
   parser.add_argument("--config", default="default", choices=sorted(CONFIGS))
   parser.add_argument("--out", type=pathlib.Path, help="run directory (default runs/<config>)")
   parser.add_argument("--data-root", help="dataset directory (default: the dataset's own)")
-  parser.add_argument("--methods", nargs="+", choices=sorted(METHODS),
-                      help="methods to run (with the config's hyper-parameters, else defaults)")
+  parser.add_argument(
+    "--methods",
+    nargs="+",
+    choices=sorted(METHODS),
+    help="methods to run (with the config's hyper-parameters, else defaults)",
+  )
   parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS)
   parser.add_argument("--seeds", nargs="+", type=int)
-  parser.add_argument("--forget-lr", nargs="+", default=[], metavar="OPTIMIZER=LR",
-                      help="override forget learning rates, e.g. dual=3e-4 sgd=0.02 (use a "
-                           "separate --out per setting: finished runs are found by name)")
+  parser.add_argument(
+    "--forget-lr",
+    nargs="+",
+    default=[],
+    metavar="OPTIMIZER=LR",
+    help="override forget learning rates, e.g. dual=3e-4 sgd=0.02 (use a "
+    "separate --out per setting: finished runs are found by name)",
+  )
   args = parser.parse_args(argv)
 
   config = CONFIGS[args.config]
@@ -41,8 +50,12 @@ def main(argv=None):
   if args.methods:
     methods = tuple(own.get(name, METHODS[name]) for name in args.methods)
   config = dataclasses.replace(
-      config, methods=methods, optimizers=tuple(args.optimizers or config.optimizers),
-      seeds=tuple(args.seeds or config.seeds), forget_lr=forget_lr)
+    config,
+    methods=methods,
+    optimizers=tuple(args.optimizers or config.optimizers),
+    seeds=tuple(args.seeds or config.seeds),
+    forget_lr=forget_lr,
+  )
   out = args.out or pathlib.Path("runs") / config.name
   print(run_table(config, out, args.data_root))
   print(f"\nResults written under {out}")

@@ -40,18 +40,18 @@ def _restore_item(directory, step: int | None, name: str, args: ocp.args.Checkpo
       step = max(steps)
     elif step not in steps:
       raise FileNotFoundError(
-          f"No checkpoint of step {step} in {directory}; it has steps {sorted(steps)}."
+        f"No checkpoint of step {step} in {directory}; it has steps {sorted(steps)}."
       )
     return manager.restore(step, args=ocp.args.Composite(**{name: args}))[name]
 
 
 def save(
-    directory,
-    step: int,
-    tree: Any,
-    *,
-    metadata: dict | None = None,
-    max_to_keep: int | None = 2,
+  directory,
+  step: int,
+  tree: Any,
+  *,
+  metadata: dict | None = None,
+  max_to_keep: int | None = 2,
 ) -> None:
   """Saves ``tree`` (and a JSON-serialisable ``metadata`` dict) as checkpoint ``step``.
 
@@ -63,17 +63,19 @@ def save(
     max_to_keep: how many of the latest steps to keep (None keeps all).
   """
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, enable_async_checkpointing=False, cleanup_tmp_directories=True
+    max_to_keep=max_to_keep, enable_async_checkpointing=False, cleanup_tmp_directories=True
   )
-  args = ocp.args.Composite(**{
+  args = ocp.args.Composite(
+    **{
       _STATE: ocp.args.StandardSave(tree),
       _METADATA: ocp.args.JsonSave(dict(metadata or {})),
-  })
+    }
+  )
   with ocp.CheckpointManager(_absolute(directory), options=options) as manager:
     latest = manager.latest_step()
     if not manager.save(step, args=args):
       raise ValueError(
-          f"Cannot save step {step} in {directory}: steps must increase and the latest is {latest}."
+        f"Cannot save step {step} in {directory}: steps must increase and the latest is {latest}."
       )
 
 

@@ -7,15 +7,15 @@ from dualoptim_jax.core.state import TrainState
 
 
 def run_schedule(
-    state: TrainState,
-    schedule: Iterable[Hashable],
-    step: Callable,
-    next_batch: Callable[[Hashable], Any],
-    *,
-    masks: Mapping[Hashable, Any] | None = None,
-    extras: Callable[[Hashable, int], Any] | None = None,
-    after_step: Callable[[int, TrainState], None] | None = None,
-    progress: Callable[[Iterable], Iterable] | None = None,
+  state: TrainState,
+  schedule: Iterable[Hashable],
+  step: Callable,
+  next_batch: Callable[[Hashable], Any],
+  *,
+  masks: Mapping[Hashable, Any] | None = None,
+  extras: Callable[[Hashable, int], Any] | None = None,
+  after_step: Callable[[int, TrainState], None] | None = None,
+  progress: Callable[[Iterable], Iterable] | None = None,
 ) -> TrainState:
   """Runs ``step`` once per entry of ``schedule`` and returns the final state.
 
@@ -36,8 +36,13 @@ def run_schedule(
   masks = masks or {}
   for t, objective in enumerate(schedule if progress is None else progress(schedule)):
     batch = next_batch(objective)
-    state, _ = step(state, batch, objective=objective, mask=masks.get(objective),
-                    extras=None if extras is None else extras(objective, t))
+    state, _ = step(
+      state,
+      batch,
+      objective=objective,
+      mask=masks.get(objective),
+      extras=None if extras is None else extras(objective, t),
+    )
     if after_step is not None:
       after_step(t, state)
   return state

@@ -24,7 +24,7 @@ class TrainState(NamedTuple):
 
 
 def init_state(
-    model: nnx.Module, tx: optax.GradientTransformation, seed: int = 0
+  model: nnx.Module, tx: optax.GradientTransformation, seed: int = 0
 ) -> tuple[nnx.GraphDef, TrainState]:
   """Splits ``model`` into its graph definition and a fresh `TrainState` for ``tx``.
 

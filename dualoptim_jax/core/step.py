@@ -14,7 +14,7 @@ LossFn = Callable[..., tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
 
 
 def make_step(
-    tx: optax.GradientTransformation, loss_fns: LossFn | Mapping[Hashable, LossFn]
+  tx: optax.GradientTransformation, loss_fns: LossFn | Mapping[Hashable, LossFn]
 ) -> Callable:
   r"""A jitted step ``step(state, batch, *, objective=None, mask=None, extras=None)``.
 
@@ -50,7 +50,7 @@ def make_step(
       return loss_fn(params, state.model_state, batch, loss_rng, extras)
 
     (loss, (model_state, metrics)), grads = jax.value_and_grad(objective_fn, has_aux=True)(
-        state.params
+      state.params
     )
     if mask is not None:
       grads = jax.tree.map(lambda g, m: g * m.astype(g.dtype), grads, mask)

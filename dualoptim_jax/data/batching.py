@@ -59,7 +59,7 @@ def num_batches(n: int, batch_size: int) -> int:
 
 
 def epoch_indices(
-    n: int, batch_size: int, rng: np.random.Generator, *, shuffle: bool = True
+  n: int, batch_size: int, rng: np.random.Generator, *, shuffle: bool = True
 ) -> np.ndarray:
   """Returns the sample positions of one training epoch, shape ``(num_batches(n, B), B)``.
 
@@ -81,12 +81,12 @@ def epoch_indices(
 
 
 def epoch_batches(
-    dataset: ArrayDataset,
-    batch_size: int,
-    rng: np.random.Generator,
-    *,
-    shuffle: bool = True,
-    augment: bool = False,
+  dataset: ArrayDataset,
+  batch_size: int,
+  rng: np.random.Generator,
+  *,
+  shuffle: bool = True,
+  augment: bool = False,
 ) -> Iterator[Batch]:
   """Yields one epoch of ``(images, labels)`` batches: float32 NHWC in [0, 1] and int32.
 
@@ -101,12 +101,12 @@ def epoch_batches(
 
 
 def cycle_batches(
-    dataset: ArrayDataset,
-    batch_size: int,
-    rng: np.random.Generator,
-    *,
-    shuffle: bool = True,
-    augment: bool = False,
+  dataset: ArrayDataset,
+  batch_size: int,
+  rng: np.random.Generator,
+  *,
+  shuffle: bool = True,
+  augment: bool = False,
 ) -> Iterator[Batch]:
   """Yields :func:`epoch_batches` forever, with a new order every epoch."""
   while True:
@@ -114,7 +114,7 @@ def cycle_batches(
 
 
 def eval_batches(
-    dataset: ArrayDataset, batch_size: int
+  dataset: ArrayDataset, batch_size: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """Yields ``(images, labels, valid)`` over the dataset in order, without augmentation.
 

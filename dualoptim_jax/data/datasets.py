@@ -34,26 +34,26 @@ class ArrayDataset:
     images, labels = self.images, np.asarray(self.labels)
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
       raise ValueError(
-          f"{self.name}: images must be a uint8 array of shape (N, H, W, C), got "
-          f"{getattr(images, 'dtype', type(images))} of shape {np.shape(images)}."
+        f"{self.name}: images must be a uint8 array of shape (N, H, W, C), got "
+        f"{getattr(images, 'dtype', type(images))} of shape {np.shape(images)}."
       )
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
       raise ValueError(
-          f"{self.name}: labels must be a 1-D integer array, got {labels.dtype} of shape "
-          f"{labels.shape}."
+        f"{self.name}: labels must be a 1-D integer array, got {labels.dtype} of shape "
+        f"{labels.shape}."
       )
     if len(labels) != len(images):
       raise ValueError(f"{self.name}: {len(images)} images but {len(labels)} labels.")
     if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
       raise ValueError(
-          f"{self.name}: labels must lie in [0, {self.num_classes}), got "
-          f"[{labels.min()}, {labels.max()}]."
+        f"{self.name}: labels must lie in [0, {self.num_classes}), got "
+        f"[{labels.min()}, {labels.max()}]."
       )
     channels = images.shape[-1]
     if len(self.mean) != channels or len(self.std) != channels:
       raise ValueError(
-          f"{self.name}: mean and std need one value per channel ({channels}), got "
-          f"{len(self.mean)} and {len(self.std)}."
+        f"{self.name}: mean and std need one value per channel ({channels}), got "
+        f"{len(self.mean)} and {len(self.std)}."
       )
     if min(self.std) <= 0:
       raise ValueError(f"{self.name}: std must be positive, got {self.std}.")
@@ -66,8 +66,8 @@ class ArrayDataset:
 
   def __repr__(self) -> str:
     return (
-        f"ArrayDataset(name={self.name!r}, images={self.images.shape}, "
-        f"num_classes={self.num_classes}, mean={self.mean}, std={self.std})"
+      f"ArrayDataset(name={self.name!r}, images={self.images.shape}, "
+      f"num_classes={self.num_classes}, mean={self.mean}, std={self.std})"
     )
 
   def subset(self, indices: Sequence[int] | np.ndarray) -> "ArrayDataset":
@@ -75,7 +75,7 @@ class ArrayDataset:
     idx = np.asarray(indices)
     if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
       raise ValueError(
-          f"indices must be a 1-D integer array, got {idx.dtype} of shape {idx.shape}."
+        f"indices must be a 1-D integer array, got {idx.dtype} of shape {idx.shape}."
       )
     idx = idx.astype(np.intp, copy=False)
     return dataclasses.replace(self, images=self.images[idx], labels=self.labels[idx])

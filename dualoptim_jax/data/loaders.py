@@ -25,11 +25,11 @@ FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian package datas
 
 # Per-channel (mean, std) of the [0, 1]-scaled images, as the reference models normalise.
 _STATS = {
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "svhn": ((0.4377, 0.4438, 0.4728), (0.1201, 0.1231, 0.1052)),
-    "tiny_imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet statistics.
+  "fashion_mnist": ((0.2860,), (0.3530,)),
+  "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+  "cifar100": ((0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762)),
+  "svhn": ((0.4377, 0.4438, 0.4728), (0.1201, 0.1231, 0.1052)),
+  "tiny_imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet statistics.
 }
 
 
@@ -57,9 +57,7 @@ def _find_folder(root: PathLike, folder: str, marker: str, what: str) -> Path:
   for candidate in (root, root / folder):
     if (candidate / marker).is_file():
       return candidate
-  raise FileNotFoundError(
-      f"Neither {root} nor {root / folder} holds {marker!r}; expected {what}."
-  )
+  raise FileNotFoundError(f"Neither {root} nor {root / folder} holds {marker!r}; expected {what}.")
 
 
 # Fashion-MNIST.
@@ -185,7 +183,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 def _read_images(paths: list[Path], size: int) -> np.ndarray:
   out = np.empty((len(paths), size, size, 3), np.uint8)
   with concurrent.futures.ThreadPoolExecutor() as pool:  # PIL decodes without holding the GIL.
-    for i, (path, image) in enumerate(zip(paths, pool.map(_read_rgb, paths))):
+    for i, (path, image) in enumerate(zip(paths, pool.map(_read_rgb, paths), strict=True)):
       if image.shape != out.shape[1:]:
         raise ValueError(f"{path}: expected a {size}x{size} image, got {image.shape[1::-1]}.")
       out[i] = image
@@ -215,8 +213,8 @@ def load_tiny_imagenet(root: PathLike) -> tuple[ArrayDataset, ArrayDataset]:
     paths = sorted((folder / "train" / wnid / "images").glob("*.JPEG"))
     if not paths:
       raise FileNotFoundError(
-          f"{folder / 'train' / wnid / 'images'}: no *.JPEG files; expected the training "
-          f"images of class {wnid}."
+        f"{folder / 'train' / wnid / 'images'}: no *.JPEG files; expected the training "
+        f"images of class {wnid}."
       )
     train_paths += paths
     train_labels += [index[wnid]] * len(paths)
@@ -239,15 +237,15 @@ def load_tiny_imagenet(root: PathLike) -> tuple[ArrayDataset, ArrayDataset]:
 # tensorflow-datasets.
 
 _TFDS_STATS = {  # tfds name -> the key of its reference statistics.
-    "fashion_mnist": "fashion_mnist",
-    "cifar10": "cifar10",
-    "cifar100": "cifar100",
-    "svhn_cropped": "svhn",
+  "fashion_mnist": "fashion_mnist",
+  "cifar10": "cifar10",
+  "cifar100": "cifar100",
+  "svhn_cropped": "svhn",
 }
 
 
 def load_tfds(
-    name: str, data_dir: PathLike | None = None, *, download: bool = False, test_split: str = "test"
+  name: str, data_dir: PathLike | None = None, *, download: bool = False, test_split: str = "test"
 ) -> tuple[ArrayDataset, ArrayDataset]:
   """Loads the ``train`` and ``test_split`` splits of a tensorflow-datasets image dataset.
 
@@ -265,11 +263,16 @@ def load_tfds(
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(
-        "load_tfds needs tensorflow-datasets; install the extra: pip install 'dualoptim_jax[tfds]'."
+      "load_tfds needs tensorflow-datasets; install the extra: pip install 'dualoptim_jax[tfds]'."
     ) from e
   splits, info = tfds.load(
-      name, split=["train", test_split], data_dir=data_dir, download=download,
-      as_supervised=True, batch_size=-1, with_info=True,
+    name,
+    split=["train", test_split],
+    data_dir=data_dir,
+    download=download,
+    as_supervised=True,
+    batch_size=-1,
+    with_info=True,
   )
   (x_train, y_train), (x_test, y_test) = tfds.as_numpy(splits)
   if name in _TFDS_STATS:
@@ -279,19 +282,19 @@ def load_tfds(
     std = x_train.std(axis=(0, 1, 2), dtype=np.float64) / 255
   num_classes = info.features["label"].num_classes
   return tuple(
-      ArrayDataset(x, y, num_classes, tuple(mean), tuple(std), name)
-      for x, y in ((x_train, y_train), (x_test, y_test))
+    ArrayDataset(x, y, num_classes, tuple(mean), tuple(std), name)
+    for x, y in ((x_train, y_train), (x_test, y_test))
   )
 
 
 # Registry.
 
 _LOADERS = {
-    "fashion_mnist": load_fashion_mnist,
-    "cifar10": load_cifar10,
-    "cifar100": load_cifar100,
-    "svhn": load_svhn,
-    "tiny_imagenet": load_tiny_imagenet,
+  "fashion_mnist": load_fashion_mnist,
+  "cifar10": load_cifar10,
+  "cifar100": load_cifar100,
+  "svhn": load_svhn,
+  "tiny_imagenet": load_tiny_imagenet,
 }
 _DEFAULT_ROOTS = {"fashion_mnist": FASHION_MNIST_ROOT}
 

@@ -3,12 +3,14 @@
 A setting is the pool the original model trains on, the test set and the rule that draws the
 forget set of a seed, ``RandomState(seed + seed_offset).choice(len(pool), num_forget)``:
 
-| name | pool | test | forget set |
+| name | pool | test | forget set (seed s) |
 | --- | --- | --- | --- |
-| ``fashion_mnist_tiny`` | Fashion-MNIST, 100 per class (1,000) | first 1,000 | 100, ``RandomState(seed)`` |
-| ``fashion_mnist_small`` | Fashion-MNIST, 500 per class (5,000) | all 10,000 | 500, ``RandomState(seed)`` |
-| ``cifar10``, ``cifar100``, ``svhn`` | train minus the seed-1 10% per-class hold-out | test | 10%, ``RandomState(seed - 1)`` |
-| ``tiny_imagenet`` | train (100,000) | the 10,000 validation images | 10%, ``RandomState(seed - 1)`` |
+| ``fashion_mnist_tiny`` | Fashion-MNIST, 100 per class | first 1,000 | 100, ``RandomState(s)`` |
+| ``fashion_mnist_small`` | Fashion-MNIST, 500 per class | all 10,000 | 500, ``RandomState(s)`` |
+| ``cifar10`` ``cifar100`` ``svhn`` | train less 10% | test | 10%, ``RandomState(s - 1)`` |
+| ``tiny_imagenet`` | train (100,000) | validation (10,000) | 10%, ``RandomState(s - 1)`` |
+
+The CIFAR and SVHN hold-out is ``holdout_split(labels, 0.1, seed=1)``, 10% of every class.
 
 The ``seed - 1`` is the reference's CIFAR convention; the Fashion-MNIST settings use the seed as is.
 """
@@ -19,12 +21,17 @@ from collections.abc import Callable
 import numpy as np
 
 from dualoptim_jax.data.datasets import ArrayDataset
-from dualoptim_jax.data.loaders import FASHION_MNIST_ROOT, PathLike, load_dataset, load_fashion_mnist
+from dualoptim_jax.data.loaders import (
+  FASHION_MNIST_ROOT,
+  PathLike,
+  load_dataset,
+  load_fashion_mnist,
+)
 from dualoptim_jax.data.splits import (
-    UnlearningSplit,
-    holdout_split,
-    make_split,
-    random_forget_indices,
+  UnlearningSplit,
+  holdout_split,
+  make_split,
+  random_forget_indices,
 )
 
 
@@ -59,12 +66,12 @@ def _to_32x32_rgb(data: ArrayDataset) -> ArrayDataset:
   """Zero-pads 28x28 greyscale images by 2 pixels and repeats them over 3 channels."""
   images = np.repeat(np.pad(data.images, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
   return ArrayDataset(
-      images, data.labels, data.num_classes, data.mean * 3, data.std * 3, "fashion_mnist"
+    images, data.labels, data.num_classes, data.mean * 3, data.std * 3, "fashion_mnist"
   )
 
 
 def fashion_mnist_pool(
-    per_class: int, root: PathLike | None = None, num_test: int | None = None
+  per_class: int, root: PathLike | None = None, num_test: int | None = None
 ) -> tuple[ArrayDataset, ArrayDataset]:
   """Returns a class-balanced Fashion-MNIST training pool and the test set, as 32x32x3 images.
 
@@ -81,11 +88,15 @@ def fashion_mnist_pool(
   """
   train, test = load_fashion_mnist(FASHION_MNIST_ROOT if root is None else root)
   rng = np.random.RandomState(0)
-  pool = np.sort(np.concatenate(
+  pool = np.sort(
+    np.concatenate(
       [rng.choice(np.flatnonzero(train.labels == c), per_class, replace=False) for c in range(10)]
-  ))
+    )
+  )
   if num_test is not None and num_test > len(test):
-    raise ValueError(f"The Fashion-MNIST files hold {len(test)} test images, fewer than {num_test}.")
+    raise ValueError(
+      f"The Fashion-MNIST files hold {len(test)} test images, fewer than {num_test}."
+    )
   test = test if num_test is None else test.subset(np.arange(num_test))
   return _to_32x32_rgb(train.subset(pool)), _to_32x32_rgb(test)
 
@@ -108,12 +119,12 @@ def _reference_dataset(name: str, holdout: bool) -> Callable:
 
 
 SETTINGS: dict[str, Callable[[PathLike | None], Setting]] = {
-    "fashion_mnist_tiny": _fashion_mnist("fashion_mnist_tiny", 100, 1000),
-    "fashion_mnist_small": _fashion_mnist("fashion_mnist_small", 500, None),
-    "cifar10": _reference_dataset("cifar10", holdout=True),
-    "cifar100": _reference_dataset("cifar100", holdout=True),
-    "svhn": _reference_dataset("svhn", holdout=True),
-    "tiny_imagenet": _reference_dataset("tiny_imagenet", holdout=False),
+  "fashion_mnist_tiny": _fashion_mnist("fashion_mnist_tiny", 100, 1000),
+  "fashion_mnist_small": _fashion_mnist("fashion_mnist_small", 500, None),
+  "cifar10": _reference_dataset("cifar10", holdout=True),
+  "cifar100": _reference_dataset("cifar100", holdout=True),
+  "svhn": _reference_dataset("svhn", holdout=True),
+  "tiny_imagenet": _reference_dataset("tiny_imagenet", holdout=False),
 }
 
 

@@ -72,9 +72,9 @@ class UnlearningSplit:
 
 
 def make_split(
-    train_pool: ArrayDataset,
-    test: ArrayDataset,
-    forget_idx: np.ndarray,
+  train_pool: ArrayDataset,
+  test: ArrayDataset,
+  forget_idx: np.ndarray,
 ) -> UnlearningSplit:
   """Splits ``train_pool`` into the samples at ``forget_idx`` and the rest.
 
@@ -98,9 +98,9 @@ def make_split(
     raise ValueError("forget_idx holds repeated positions.")
   forget_idx, retain_idx = np.flatnonzero(is_forget), np.flatnonzero(~is_forget)
   return UnlearningSplit(
-      forget=train_pool.subset(forget_idx),
-      retain=train_pool.subset(retain_idx),
-      test=test,
-      forget_idx=forget_idx,
-      retain_idx=retain_idx,
+    forget=train_pool.subset(forget_idx),
+    retain=train_pool.subset(retain_idx),
+    test=test,
+    forget_idx=forget_idx,
+    retain_idx=retain_idx,
   )

@@ -2,27 +2,27 @@
 takes the metrics (names and better direction) as arguments."""
 
 from dualoptim_jax.eval.aggregate import (
-    Metric,
-    Summary,
-    group_runs,
-    load_runs,
-    markdown_table,
-    reference,
-    save_run_json,
-    summarize,
-    write_csv,
+  Metric,
+  Summary,
+  group_runs,
+  load_runs,
+  markdown_table,
+  reference,
+  save_run_json,
+  summarize,
+  write_csv,
 )
 from dualoptim_jax.eval.plots import plot_curves
 
 __all__ = [
-    "Metric",
-    "Summary",
-    "group_runs",
-    "load_runs",
-    "markdown_table",
-    "plot_curves",
-    "reference",
-    "save_run_json",
-    "summarize",
-    "write_csv",
+  "Metric",
+  "Summary",
+  "group_runs",
+  "load_runs",
+  "markdown_table",
+  "plot_curves",
+  "reference",
+  "save_run_json",
+  "summarize",
+  "write_csv",
 ]

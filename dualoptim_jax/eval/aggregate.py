@@ -84,18 +84,18 @@ def _metric_matrix(runs: Sequence[Mapping[str, float]], names: Sequence[str]) ->
 
 
 def reference(
-    ref: Mapping[str, float] | Sequence[Mapping[str, float]], metrics: Sequence[Metric]
+  ref: Mapping[str, float] | Sequence[Mapping[str, float]], metrics: Sequence[Metric]
 ) -> dict[str, float]:
   """The reference: ``ref`` itself, or the seed means of a list of reference runs."""
   names = _names(metrics)
   runs = [ref] if isinstance(ref, Mapping) else ref
-  return dict(zip(names, _metric_matrix(runs, names).mean(axis=0).tolist()))
+  return dict(zip(names, _metric_matrix(runs, names).mean(axis=0).tolist(), strict=True))
 
 
 def summarize(
-    runs: Sequence[Mapping[str, float]],
-    ref: Mapping[str, float] | Sequence[Mapping[str, float]],
-    metrics: Sequence[Metric],
+  runs: Sequence[Mapping[str, float]],
+  ref: Mapping[str, float] | Sequence[Mapping[str, float]],
+  metrics: Sequence[Metric],
 ) -> Summary:
   """Mean, population std and gap to ``reference(ref)`` over the seeds in ``runs``."""
   names = _names(metrics)
@@ -103,15 +103,15 @@ def summarize(
   ref = reference(ref, metrics)
   mean, std = x.mean(axis=0).tolist(), x.std(axis=0).tolist()
   return Summary(
-      mean=dict(zip(names, mean)),
-      std=dict(zip(names, std)),
-      gap={m: abs(mu - ref[m]) for m, mu in zip(names, mean)},
-      num_seeds=len(runs),
+    mean=dict(zip(names, mean, strict=True)),
+    std=dict(zip(names, std, strict=True)),
+    gap={m: abs(mu - ref[m]) for m, mu in zip(names, mean, strict=True)},
+    num_seeds=len(runs),
   )
 
 
 def group_runs(
-    runs: Sequence[Mapping], keys: Sequence[str] = ("method", "optimizer")
+  runs: Sequence[Mapping], keys: Sequence[str] = ("method", "optimizer")
 ) -> dict[tuple, list[Mapping]]:
   """Runs grouped by the values of ``keys``, in order of first appearance."""
   groups = {}
@@ -124,7 +124,7 @@ def group_runs(
 
 
 def markdown_table(
-    rows: Mapping[str, Summary], metrics: Sequence[Metric], *, digits: int = 2
+  rows: Mapping[str, Summary], metrics: Sequence[Metric], *, digits: int = 2
 ) -> str:
   """Paper-style Markdown table, one row per label, in the order given.
 
@@ -137,8 +137,8 @@ def markdown_table(
   names = _names(metrics)
   f = f"{{:.{digits}f}}".format
   lines = [
-      "| Method | " + " | ".join(m.label for m in metrics) + " | Avg. Gap | Avg. Std |",
-      "|---|" + "---:|" * (len(names) + 2),
+    "| Method | " + " | ".join(m.label for m in metrics) + " | Avg. Gap | Avg. Std |",
+    "|---|" + "---:|" * (len(names) + 2),
   ]
   for label, s in rows.items():
     one = s.num_seeds == 1
@@ -149,10 +149,10 @@ def markdown_table(
 
 
 def write_csv(
-    rows: Mapping[tuple, Summary],
-    path,
-    metrics: Sequence[Metric],
-    key_names: Sequence[str] = ("method", "optimizer"),
+  rows: Mapping[tuple, Summary],
+  path,
+  metrics: Sequence[Metric],
+  key_names: Sequence[str] = ("method", "optimizer"),
 ) -> None:
   """Writes one CSV row per key tuple with every statistic.
 

@@ -11,15 +11,15 @@ from dualoptim_jax.eval.aggregate import Metric
 
 
 def plot_curves(
-    curves: Mapping[str, np.ndarray],
-    path,
-    metrics: Sequence[Metric],
-    *,
-    title: str,
-    epochs: Sequence[float] | None = None,
-    ref: Mapping[str, float] | None = None,
-    ref_label: str = "RT",
-    xlabel: str = "epoch",
+  curves: Mapping[str, np.ndarray],
+  path,
+  metrics: Sequence[Metric],
+  *,
+  title: str,
+  epochs: Sequence[float] | None = None,
+  ref: Mapping[str, float] | None = None,
+  ref_label: str = "RT",
+  xlabel: str = "epoch",
 ) -> Figure:
   """Saves a PNG with one panel per metric and returns its figure.
 
@@ -44,11 +44,11 @@ def plot_curves(
   for label, c in curves.items():
     if c.ndim != 3 or c.shape[-1] != len(names) or 0 in c.shape:
       raise ValueError(
-          f"Curve {label!r} must have shape (seeds, points, {len(names)}), got {c.shape}."
+        f"Curve {label!r} must have shape (seeds, points, {len(names)}), got {c.shape}."
       )
     if epochs is not None and len(epochs) != c.shape[1]:
       raise ValueError(
-          f"Curve {label!r} has {c.shape[1]} points but {len(epochs)} x values were given."
+        f"Curve {label!r} has {c.shape[1]} points but {len(epochs)} x values were given."
       )
   if ref is not None and any(m not in ref for m in names):
     raise ValueError(f"ref must hold {names}, got {sorted(ref)}.")
@@ -61,9 +61,15 @@ def plot_curves(
     mean, std = c.mean(axis=0), c.std(axis=0)
     for i, ax in enumerate(axes):
       (line,) = ax.plot(x, mean[:, i], label=label)
-      ax.fill_between(x, mean[:, i] - std[:, i], mean[:, i] + std[:, i],
-                      color=line.get_color(), alpha=0.2, linewidth=0)
-  for ax, metric in zip(axes, metrics):
+      ax.fill_between(
+        x,
+        mean[:, i] - std[:, i],
+        mean[:, i] + std[:, i],
+        color=line.get_color(),
+        alpha=0.2,
+        linewidth=0,
+      )
+  for ax, metric in zip(axes, metrics, strict=True):
     if ref is not None:
       ax.axhline(ref[metric.name], color="black", linestyle="--", linewidth=1, label=ref_label)
     ax.set_title(metric.label)

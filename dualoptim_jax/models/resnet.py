@@ -16,9 +16,9 @@ running averages. For jitted steps, split the model functionally::
   nnx.update(model, params, batch_stats)  # or nnx.merge(graphdef, params, batch_stats)
 """
 
-from collections.abc import Sequence
 import functools
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -40,14 +40,14 @@ def _uniform(bound: float):
 def _conv(cin: int, cout: int, kernel: int, stride: int, *, rngs: nnx.Rngs):
   """Bias-free convolution with torch padding ``kernel // 2``."""
   return nnx.Conv(
-      cin,
-      cout,
-      (kernel, kernel),
-      strides=stride,
-      padding=kernel // 2,
-      use_bias=False,
-      kernel_init=_conv_init,
-      rngs=rngs,
+    cin,
+    cout,
+    (kernel, kernel),
+    strides=stride,
+    padding=kernel // 2,
+    use_bias=False,
+    kernel_init=_conv_init,
+    rngs=rngs,
   )
 
 
@@ -74,9 +74,7 @@ class BasicBlock(nnx.Module):
     self.conv2 = _conv(cout, cout, 3, 1, rngs=rngs)
     self.bn2 = _bn(cout, rngs=rngs)
     if stride != 1 or cin != cout:
-      self.downsample = nnx.Sequential(
-          _conv(cin, cout, 1, stride, rngs=rngs), _bn(cout, rngs=rngs)
-      )
+      self.downsample = nnx.Sequential(_conv(cin, cout, 1, stride, rngs=rngs), _bn(cout, rngs=rngs))
     else:
       self.downsample = None
 
@@ -99,13 +97,13 @@ class ResNet18(nnx.Module):
   """
 
   def __init__(
-      self,
-      num_classes: int,
-      *,
-      width: int = 64,
-      mean: Sequence[float],
-      std: Sequence[float],
-      rngs: nnx.Rngs,
+    self,
+    num_classes: int,
+    *,
+    width: int = 64,
+    mean: Sequence[float],
+    std: Sequence[float],
+    rngs: nnx.Rngs,
   ):
     if num_classes < 1:
       raise ValueError(f"num_classes must be positive, got {num_classes}.")
@@ -115,8 +113,8 @@ class ResNet18(nnx.Module):
     std = tuple(float(s) for s in std)
     if not mean or len(mean) != len(std):
       raise ValueError(
-          "mean and std must be non-empty and of equal length, got "
-          f"{len(mean)} and {len(std)} values."
+        "mean and std must be non-empty and of equal length, got "
+        f"{len(mean)} and {len(std)} values."
       )
     if min(std) <= 0:
       raise ValueError(f"std must be positive, got {std}.")
@@ -130,27 +128,25 @@ class ResNet18(nnx.Module):
     for i, stride in enumerate((1, 2, 2, 2)):
       cout = width * 2**i
       blocks += [
-          BasicBlock(cin, cout, stride, rngs=rngs),
-          BasicBlock(cout, cout, 1, rngs=rngs),
+        BasicBlock(cin, cout, stride, rngs=rngs),
+        BasicBlock(cout, cout, 1, rngs=rngs),
       ]
       cin = cout
     self.blocks = nnx.List(blocks)
     # torch.nn.Linear default: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     bound = 1.0 / math.sqrt(cin)
     self.fc = nnx.Linear(
-        cin,
-        num_classes,
-        kernel_init=_uniform(bound),
-        bias_init=_uniform(bound),
-        rngs=rngs,
+      cin,
+      num_classes,
+      kernel_init=_uniform(bound),
+      bias_init=_uniform(bound),
+      rngs=rngs,
     )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """Logits of shape ``(batch, num_classes)`` for ``x`` of shape ``(batch, H, W, C)``."""
     if x.ndim != 4 or x.shape[-1] != len(self.mean):
-      raise ValueError(
-          f"Expected NHWC input with {len(self.mean)} channels, got shape {x.shape}."
-      )
+      raise ValueError(f"Expected NHWC input with {len(self.mean)} channels, got shape {x.shape}.")
     x = (x - jnp.asarray(self.mean, x.dtype)) / jnp.asarray(self.std, x.dtype)
     x = nnx.relu(self.bn1(self.conv1(x)))
     for block in self.blocks:
@@ -160,12 +156,12 @@ class ResNet18(nnx.Module):
 
 @functools.partial(jax.jit, static_argnames="train")
 def apply(
-    graphdef: nnx.GraphDef,
-    params: nnx.State,
-    batch_stats: nnx.State,
-    x: jax.Array,
-    *,
-    train: bool,
+  graphdef: nnx.GraphDef,
+  params: nnx.State,
+  batch_stats: nnx.State,
+  x: jax.Array,
+  *,
+  train: bool,
 ) -> tuple[jax.Array, nnx.State]:
   """Pure, jitted forward pass of a split model: ``(logits, new_batch_stats)``.
 

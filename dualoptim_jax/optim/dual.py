@@ -40,7 +40,7 @@ class SharedState(NamedTuple):
 def _check_objective(objective: Any, labels) -> None:
   if objective is None:
     raise ValueError(
-        f"update() needs the keyword argument `objective`, one of {sorted(map(repr, labels))}."
+      f"update() needs the keyword argument `objective`, one of {sorted(map(repr, labels))}."
     )
   try:
     known = objective in labels
@@ -48,8 +48,8 @@ def _check_objective(objective: Any, labels) -> None:
     known = False
   if not known:
     raise ValueError(
-        f"Unknown objective {objective!r}; known objectives: {sorted(map(repr, labels))}. "
-        "The objective must be a static Python value (mark it static under jax.jit)."
+      f"Unknown objective {objective!r}; known objectives: {sorted(map(repr, labels))}. "
+      "The objective must be a static Python value (mark it static under jax.jit)."
     )
 
 
@@ -60,13 +60,15 @@ def check_same_structure(updates: optax.Updates, params: optax.Params | None) ->
   u_def, p_def = jax.tree.structure(updates), jax.tree.structure(params)
   if u_def != p_def:
     raise ValueError(
-        f"The updates and params trees differ in structure:\n  updates: {u_def}\n  params:  {p_def}"
+      f"The updates and params trees differ in structure:\n  updates: {u_def}\n  params:  {p_def}"
     )
-  for (path, u), p in zip(jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(params)):
+  for (path, u), p in zip(
+    jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(params), strict=True
+  ):
     if jnp.shape(u) != jnp.shape(p):
       raise ValueError(
-          f"Leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(u)} in the updates "
-          f"but {jnp.shape(p)} in the params."
+        f"Leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(u)} in the updates "
+        f"but {jnp.shape(p)} in the params."
       )
 
 
@@ -77,13 +79,13 @@ def _run_inner(tx, updates, state, params, what: str, extra_args):
     if not any(word in str(error) for word in ("tree", "structure", "mismatch")):
       raise
     raise ValueError(
-        f"The updates do not match the optimizer state of {what} (was the state initialised "
-        f"with parameters of another structure?): {error}"
+      f"The updates do not match the optimizer state of {what} (was the state initialised "
+      f"with parameters of another structure?): {error}"
     ) from error
 
 
 def dual_transform(
-    transforms: Mapping[Hashable, optax.GradientTransformation],
+  transforms: Mapping[Hashable, optax.GradientTransformation],
 ) -> optax.GradientTransformationExtraArgs:
   r"""Keeps one Optax transform and its own state per objective label.
 
@@ -125,16 +127,20 @@ def dual_transform(
 
   def init_fn(params):
     return DualState(
-        count=jnp.zeros([], jnp.int32),
-        inner_states={k: tx.init(params) for k, tx in transforms.items()},
+      count=jnp.zeros([], jnp.int32),
+      inner_states={k: tx.init(params) for k, tx in transforms.items()},
     )
 
   def update_fn(updates, state, params=None, *, objective=None, **extra_args):
     _check_objective(objective, transforms)
     check_same_structure(updates, params)
     updates, inner = _run_inner(
-        transforms[objective], updates, state.inner_states[objective], params,
-        f"objective {objective!r}", extra_args,
+      transforms[objective],
+      updates,
+      state.inner_states[objective],
+      params,
+      f"objective {objective!r}",
+      extra_args,
     )
     inner_states = dict(state.inner_states)
     inner_states[objective] = inner
@@ -151,9 +157,9 @@ def as_schedule(learning_rate: float | optax.Schedule) -> optax.Schedule:
 
 
 def shared_transform(
-    factory: Callable[..., optax.GradientTransformation],
-    learning_rates: Mapping[Hashable, float | optax.Schedule],
-    **hyperparams,
+  factory: Callable[..., optax.GradientTransformation],
+  learning_rates: Mapping[Hashable, float | optax.Schedule],
+  **hyperparams,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The shared-optimizer baseline: one state for all objectives, a learning rate per objective.
 
@@ -179,8 +185,8 @@ def shared_transform(
   if not learning_rates:
     raise ValueError("shared_transform needs a learning rate for at least one objective.")
   transforms = {
-      k: optax.with_extra_args_support(factory(learning_rate=as_schedule(lr), **hyperparams))
-      for k, lr in learning_rates.items()
+    k: optax.with_extra_args_support(factory(learning_rate=as_schedule(lr), **hyperparams))
+    for k, lr in learning_rates.items()
   }
   first = next(iter(transforms.values()))
 
@@ -190,8 +196,8 @@ def shared_transform(
     for k, shape in shapes.items():
       if jax.tree.structure(shape) != jax.tree.structure(first_shape):
         raise ValueError(
-            f"factory(learning_rate=...) gives objective {k!r} a state of another structure; "
-            "the shared baseline needs one state that all objectives can update."
+          f"factory(learning_rate=...) gives objective {k!r} a state of another structure; "
+          "the shared baseline needs one state that all objectives can update."
         )
     return SharedState(count=jnp.zeros([], jnp.int32), inner_state=first.init(params))
 
@@ -199,7 +205,7 @@ def shared_transform(
     _check_objective(objective, transforms)
     check_same_structure(updates, params)
     updates, inner = _run_inner(
-        transforms[objective], updates, state.inner_state, params, "the shared state", extra_args
+      transforms[objective], updates, state.inner_state, params, "the shared state", extra_args
     )
     return updates, SharedState(optax.safe_increment(state.count), inner)
 

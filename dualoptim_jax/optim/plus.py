@@ -37,20 +37,20 @@ class DualOptimPlusState(NamedTuple):
 
 
 def dualoptim_plus(
-    learning_rate: ScalarOrSchedule,
-    forget_lr_ratio: float = 1.0,
-    b1: float = 0.9,
-    b2: float = 0.95,
-    base_b1: float = 0.9,
-    base_b2: float = 0.95,
-    eps: float = 1e-8,
-    weight_decay: float = 0.01,
-    mask: MaskOrFn = None,
-    max_grad_norm: float | None = None,
-    state_bits: int = 32,
-    block_size: int = 256,
-    min_8bit_size: int = 4096,
-    bounded_update: bool = False,
+  learning_rate: ScalarOrSchedule,
+  forget_lr_ratio: float = 1.0,
+  b1: float = 0.9,
+  b2: float = 0.95,
+  base_b1: float = 0.9,
+  base_b2: float = 0.95,
+  eps: float = 1e-8,
+  weight_decay: float = 0.01,
+  mask: MaskOrFn = None,
+  max_grad_norm: float | None = None,
+  state_bits: int = 32,
+  block_size: int = 256,
+  min_8bit_size: int = 4096,
+  bounded_update: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""DualOptim+ (the reference's active rule): shared base moments plus per-objective deltas.
 
@@ -113,18 +113,22 @@ def dualoptim_plus(
     return jax.tree.map(lambda x: store(x, signed, **quant), tree)
 
   def get(tree, signed):
-    return jax.tree.map(lambda x: load(x, signed, block_size=block_size), tree,
-                        is_leaf=is_quantized)
+    return jax.tree.map(
+      lambda x: load(x, signed, block_size=block_size), tree, is_leaf=is_quantized
+    )
 
   def init_fn(params):
-    zeros = lambda: jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)  # noqa: E731
-    delta = lambda: DeltaState(jnp.zeros([], jnp.int32), put(zeros(), True),  # noqa: E731
-                               put(zeros(), True))
+    def zeros():
+      return jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+
+    def delta():
+      return DeltaState(jnp.zeros([], jnp.int32), put(zeros(), True), put(zeros(), True))
+
     return DualOptimPlusState(
-        count=jnp.zeros([], jnp.int32),
-        base_mu=put(zeros(), True),
-        base_nu=put(zeros(), False),
-        deltas={k: delta() for k in ratios},
+      count=jnp.zeros([], jnp.int32),
+      base_mu=put(zeros(), True),
+      base_nu=put(zeros(), False),
+      deltas={k: delta() for k in ratios},
     )
 
   def update_fn(updates, state, params=None, *, objective=None, **extra_args):
@@ -137,8 +141,8 @@ def dualoptim_plus(
     prev_steps = state.count  # T - 1
     t_k = optax.safe_increment(delta.count)
     lr = ratios[objective] * schedule(prev_steps)
-    base_scale_m = jnp.where(prev_steps > 0, 1 / (1 - base_b1 ** prev_steps), 1.0)
-    base_scale_v = jnp.where(prev_steps > 0, 1 / (1 - base_b2 ** prev_steps), 1.0)
+    base_scale_m = jnp.where(prev_steps > 0, 1 / (1 - base_b1**prev_steps), 1.0)
+    base_scale_v = jnp.where(prev_steps > 0, 1 / (1 - base_b2**prev_steps), 1.0)
     scale_m, scale_v = 1 / (1 - b1**t_k), 1 / (1 - b2**t_k)
 
     def leaf(g, p, decays, M, V, m, v):
@@ -160,18 +164,23 @@ def dualoptim_plus(
       return step, M, V, m, v
 
     leaves = jax.tree.map(
-        leaf, updates, params, _decay_mask(mask, params),
-        get(state.base_mu, True), get(state.base_nu, False),
-        get(delta.mu, True), get(delta.nu, True),
+      leaf,
+      updates,
+      params,
+      _decay_mask(mask, params),
+      get(state.base_mu, True),
+      get(state.base_nu, False),
+      get(delta.mu, True),
+      get(delta.nu, True),
     )
     pick = lambda i: jax.tree.map(lambda _, out: out[i], updates, leaves)  # noqa: E731
     deltas = dict(state.deltas)
     deltas[objective] = DeltaState(t_k, put(pick(3), True), put(pick(4), True))
     new_state = DualOptimPlusState(
-        count=optax.safe_increment(state.count),
-        base_mu=put(pick(1), True),
-        base_nu=put(pick(2), False),
-        deltas=deltas,
+      count=optax.safe_increment(state.count),
+      base_mu=put(pick(1), True),
+      base_nu=put(pick(2), False),
+      deltas=deltas,
     )
     return pick(0), new_state
 

@@ -215,7 +215,7 @@ def _quantize_blockwise(x, code, tables, block_size):
 
 
 def quantize_blockwise(
-    x: jax.Array, code: jax.Array, block_size: int = 256
+  x: jax.Array, code: jax.Array, block_size: int = 256
 ) -> tuple[jax.Array, jax.Array]:
   """Quantises ``x`` blockwise to indices into ``code``.
 
@@ -246,7 +246,7 @@ def quantize_blockwise(
 
 @functools.partial(jax.jit, static_argnames="block_size")
 def dequantize_blockwise(
-    codes: jax.Array, absmax: jax.Array, code: jax.Array, block_size: int = 256
+  codes: jax.Array, absmax: jax.Array, code: jax.Array, block_size: int = 256
 ) -> jax.Array:
   """Inverse of :func:`quantize_blockwise`: ``x_i ~= code[q_i] * absmax_b``.
 

@@ -43,11 +43,11 @@ def _is_second_moment(path) -> bool:
 
 
 def quantize_moments(
-    inner: optax.GradientTransformation,
-    *,
-    block_size: int = 256,
-    min_8bit_size: int = 4096,
-    is_unsigned: Callable[[tuple], bool] = _is_second_moment,
+  inner: optax.GradientTransformation,
+  *,
+  block_size: int = 256,
+  min_8bit_size: int = 4096,
+  is_unsigned: Callable[[tuple], bool] = _is_second_moment,
 ) -> optax.GradientTransformationExtraArgs:
   """Keeps the floating-point state leaves of ``inner`` in 8-bit blockwise form.
 
@@ -62,15 +62,17 @@ def quantize_moments(
 
   def encode(state):
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: store(x, not is_unsigned(path), block_size=block_size,
-                              min_8bit_size=min_8bit_size),
-        state,
+      lambda path, x: store(
+        x, not is_unsigned(path), block_size=block_size, min_8bit_size=min_8bit_size
+      ),
+      state,
     )
 
   def decode(state):
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: load(x, not is_unsigned(path), block_size=block_size),
-        state, is_leaf=is_quantized,
+      lambda path, x: load(x, not is_unsigned(path), block_size=block_size),
+      state,
+      is_leaf=is_quantized,
     )
 
   def init_fn(params):

@@ -16,7 +16,7 @@ MaskOrFn = Any | Callable[[optax.Params], Any] | None
 
 
 def sgd_l2(
-    learning_rate: ScalarOrSchedule, momentum: float = 0.9, weight_decay: float = 5e-4
+  learning_rate: ScalarOrSchedule, momentum: float = 0.9, weight_decay: float = 5e-4
 ) -> optax.GradientTransformation:
   r"""SGD with heavy-ball momentum and coupled L2 decay, as ``torch.optim.SGD`` computes it.
 
@@ -27,20 +27,20 @@ def sgd_l2(
   (no dampening, no Nesterov; PyTorch's first step ``b_1 = d_1`` equals :math:`\mu \cdot 0 + d_1`).
   """
   return optax.chain(
-      optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=momentum)
+    optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=momentum)
   )
 
 
 def dualoptim(
-    forget_lr: ScalarOrSchedule,
-    retain_lr: ScalarOrSchedule,
-    *,
-    forget_b1: float = 0.9,
-    forget_b2: float = 0.999,
-    forget_eps: float = 1e-8,
-    forget_weight_decay: float = 0.05,
-    retain_momentum: float = 0.9,
-    retain_weight_decay: float = 5e-4,
+  forget_lr: ScalarOrSchedule,
+  retain_lr: ScalarOrSchedule,
+  *,
+  forget_b1: float = 0.9,
+  forget_b2: float = 0.999,
+  forget_eps: float = 1e-8,
+  forget_weight_decay: float = 0.05,
+  retain_momentum: float = 0.9,
+  retain_weight_decay: float = 5e-4,
 ) -> optax.GradientTransformationExtraArgs:
   r"""DualOptim for classification: AdamW forgets, SGD with momentum retains, separate states.
 
@@ -58,40 +58,46 @@ def dualoptim(
     ``dual_transform({"forget": ..., "retain": ...})``.
   """
   forget = optax.adamw(
-      forget_lr, b1=forget_b1, b2=forget_b2, eps=forget_eps, weight_decay=forget_weight_decay
+    forget_lr, b1=forget_b1, b2=forget_b2, eps=forget_eps, weight_decay=forget_weight_decay
   )
-  return dual_transform({
+  return dual_transform(
+    {
       FORGET: forget,
       RETAIN: sgd_l2(retain_lr, momentum=retain_momentum, weight_decay=retain_weight_decay),
-  })
+    }
+  )
 
 
 def shared_sgd(
-    forget_lr: ScalarOrSchedule,
-    retain_lr: ScalarOrSchedule,
-    *,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
+  forget_lr: ScalarOrSchedule,
+  retain_lr: ScalarOrSchedule,
+  *,
+  momentum: float = 0.9,
+  weight_decay: float = 5e-4,
 ) -> optax.GradientTransformationExtraArgs:
-  """The ``--optim sgd`` baseline: one :func:`sgd_l2` state, learning rate switched per objective."""
+  """The ``--optim sgd`` baseline: one :func:`sgd_l2` state, the learning rate set per objective."""
   return shared_transform(
-      sgd_l2, {FORGET: forget_lr, RETAIN: retain_lr}, momentum=momentum, weight_decay=weight_decay
+    sgd_l2, {FORGET: forget_lr, RETAIN: retain_lr}, momentum=momentum, weight_decay=weight_decay
   )
 
 
 def shared_adamw(
-    forget_lr: ScalarOrSchedule,
-    retain_lr: ScalarOrSchedule,
-    *,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    weight_decay: float = 0.05,
+  forget_lr: ScalarOrSchedule,
+  retain_lr: ScalarOrSchedule,
+  *,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  weight_decay: float = 0.05,
 ) -> optax.GradientTransformationExtraArgs:
   """The ``--optim adam`` baseline: one AdamW state, learning rate switched per objective."""
   return shared_transform(
-      optax.adamw, {FORGET: forget_lr, RETAIN: retain_lr},
-      b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+    optax.adamw,
+    {FORGET: forget_lr, RETAIN: retain_lr},
+    b1=b1,
+    b2=b2,
+    eps=eps,
+    weight_decay=weight_decay,
   )
 
 
@@ -102,17 +108,17 @@ def _decay_mask(mask: MaskOrFn, params: optax.Params):
 
 
 def dualoptim_llm(
-    learning_rate: ScalarOrSchedule,
-    forget_lr_ratio: float = 1.0,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    weight_decay: float = 0.01,
-    mask: MaskOrFn = None,
-    max_grad_norm: float | None = None,
-    state_bits: int = 32,
-    block_size: int = 256,
-    min_8bit_size: int = 4096,
+  learning_rate: ScalarOrSchedule,
+  forget_lr_ratio: float = 1.0,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  weight_decay: float = 0.01,
+  mask: MaskOrFn = None,
+  max_grad_norm: float | None = None,
+  state_bits: int = 32,
+  block_size: int = 256,
+  min_8bit_size: int = 4096,
 ) -> optax.GradientTransformationExtraArgs:
   r"""DualOptim for language models: two AdamW states on one global learning-rate schedule.
 
@@ -120,7 +126,8 @@ def dualoptim_llm(
   :math:`t_k` its own step count and :math:`\eta(\cdot)` the schedule evaluated at :math:`T-1`:
 
   .. math::
-    \eta_k = r_k\, \eta(T-1), \quad r_\text{forget} = \texttt{forget\_lr\_ratio}, \ r_\text{retain} = 1
+    \eta_k = r_k\, \eta(T-1), \quad
+    r_\text{forget} = \texttt{forget\_lr\_ratio}, \ r_\text{retain} = 1
 
     m_k \leftarrow \beta_1 m_k + (1-\beta_1) g, \qquad v_k \leftarrow \beta_2 v_k + (1-\beta_2) g^2
 
@@ -181,13 +188,13 @@ def dualoptim_llm(
 
 
 def shared_adamw_llm(
-    learning_rate: ScalarOrSchedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    weight_decay: float = 0.01,
-    mask: MaskOrFn = None,
-    max_grad_norm: float | None = None,
+  learning_rate: ScalarOrSchedule,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  weight_decay: float = 0.01,
+  mask: MaskOrFn = None,
+  max_grad_norm: float | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """The LLM shared baseline: one ``optax.adamw`` state for both objectives (decay before the step).
 
@@ -195,8 +202,13 @@ def shared_adamw_llm(
   follow ``learning_rate`` on the global step.
   """
   tx = shared_transform(
-      optax.adamw, {FORGET: learning_rate, RETAIN: learning_rate},
-      b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask,
+    optax.adamw,
+    {FORGET: learning_rate, RETAIN: learning_rate},
+    b1=b1,
+    b2=b2,
+    eps=eps,
+    weight_decay=weight_decay,
+    mask=mask,
   )
   if max_grad_norm is not None:
     tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)

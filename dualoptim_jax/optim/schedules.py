@@ -28,8 +28,8 @@ class AlternatingSchedule:
   def __post_init__(self):
     if self.forget_steps < 0 or self.retain_steps < 0 or self.forget_steps + self.retain_steps == 0:
       raise ValueError(
-          "forget_steps and retain_steps must be >= 0 and not both 0, got "
-          f"{self.forget_steps} and {self.retain_steps}."
+        "forget_steps and retain_steps must be >= 0 and not both 0, got "
+        f"{self.forget_steps} and {self.retain_steps}."
       )
     if self.total_steps is not None and self.total_steps < 0:
       raise ValueError(f"total_steps must be >= 0, got {self.total_steps}.")
@@ -71,7 +71,7 @@ class AlternatingSchedule:
 
 
 def epoch_blocks(
-    forget_steps_per_epoch: int, retain_steps_per_epoch: int, epochs: int
+  forget_steps_per_epoch: int, retain_steps_per_epoch: int, epochs: int
 ) -> AlternatingSchedule:
   """The classification loops: each epoch runs all forget batches, then all retain batches.
 
@@ -79,14 +79,14 @@ def epoch_blocks(
   ``(0, retain batches)`` and GA ``(forget batches, 0)``.
   """
   return AlternatingSchedule(
-      forget_steps_per_epoch,
-      retain_steps_per_epoch,
-      epochs * (forget_steps_per_epoch + retain_steps_per_epoch),
+    forget_steps_per_epoch,
+    retain_steps_per_epoch,
+    epochs * (forget_steps_per_epoch + retain_steps_per_epoch),
   )
 
 
 def alternating(
-    forget_steps: int = 1, retain_steps: int = 5, total_steps: int | None = None
+  forget_steps: int = 1, retain_steps: int = 5, total_steps: int | None = None
 ) -> AlternatingSchedule:
   """The LLM and SFRon loops: cycles of `forget_steps` forget then `retain_steps` retain steps.
 

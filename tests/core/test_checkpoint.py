@@ -8,8 +8,9 @@ import pytest
 from flax import nnx
 
 import dualoptim_jax as dj
-from helpers import assert_trees_equal
 from dualoptim_jax.core import TrainState, checkpoint, init_state
+
+from helpers import assert_trees_equal
 
 
 class _Tiny(nnx.Module):
@@ -21,16 +22,16 @@ class _Tiny(nnx.Module):
 
 
 @pytest.mark.parametrize(
-    "make_tx, objectives",
-    [(lambda: dj.sgd_l2(0.1), [None]), (lambda: dj.dualoptim(1e-3, 1e-2), ["forget", "retain"])],
-    ids=["sgd_l2", "dualoptim"],
+  "make_tx, objectives",
+  [(lambda: dj.sgd_l2(0.1), [None]), (lambda: dj.dualoptim(1e-3, 1e-2), ["forget", "retain"])],
+  ids=["sgd_l2", "dualoptim"],
 )
 def test_checkpoint_round_trip_keeps_values_and_types(tmp_path, make_tx, objectives):
   tx = make_tx()
   _, state = init_state(_Tiny(nnx.Rngs(jax.random.key(0, impl="rbg"))), tx)
   opt_state = state.opt_state
   for i, objective in enumerate(objectives):
-    grads = jax.tree.map(lambda p: p + i + 1.0, state.params)
+    grads = jax.tree.map(lambda p, i=i: p + i + 1.0, state.params)
     extra = {} if objective is None else {"objective": objective}
     _, opt_state = tx.update(grads, opt_state, state.params, **extra)
   state = state._replace(opt_state=opt_state)
@@ -53,7 +54,9 @@ def test_checkpoint_keeps_the_latest_steps_and_survives_a_failed_save(tmp_path):
   with pytest.raises(ValueError, match="object"):
     checkpoint.save(tmp_path, 4, {"x": object()}, max_to_keep=1)
   assert checkpoint.latest_step(tmp_path) == 3
-  np.testing.assert_array_equal(checkpoint.restore(tmp_path, {"x": jax.numpy.zeros(3, int)})["x"], 3)
+  np.testing.assert_array_equal(
+    checkpoint.restore(tmp_path, {"x": jax.numpy.zeros(3, int)})["x"], 3
+  )
   with pytest.raises(ValueError, match="steps must increase"):
     checkpoint.save(tmp_path, 3, {"x": jax.numpy.zeros(3)})
 

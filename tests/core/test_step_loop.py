@@ -53,12 +53,14 @@ def test_masks_extras_and_one_compilation_per_objective():
   np.testing.assert_allclose(state.params["w"], expected, rtol=1e-6)
   w1 = np.asarray(state.params["w"])
   state, _ = step(state, (X, Y), objective="retain", mask=mask, extras={"scale": 3.0})
-  np.testing.assert_allclose(state.params["w"], w1 - 1.0 * np.asarray(grad_of(w1, 3.0)) * [1, 0],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    state.params["w"], w1 - 1.0 * np.asarray(grad_of(w1, 3.0)) * [1, 0], rtol=1e-6
+  )
   # New extras values and new batches do not recompile: one compilation per objective.
   for objective in ("forget", "retain"):
-    state, _ = step(state, (X[::-1], Y[::-1]), objective=objective, mask=mask,
-                    extras={"scale": 0.5})
+    state, _ = step(
+      state, (X[::-1], Y[::-1]), objective=objective, mask=mask, extras={"scale": 0.5}
+    )
   assert step._cache_size() == 2
   assert int(optax.tree.get(state.opt_state, "count")) == 4  # the global count, by name
 
@@ -88,10 +90,23 @@ def test_run_schedule_runs_each_objective_with_its_batch_mask_and_extras():
     return {"scale": float(t + 1)}
 
   seen = []
-  final = run_schedule(new_state(tx), schedule, step, batches.__getitem__, masks=masks,
-                       extras=extras, after_step=lambda t, s: seen.append(t))
-  assert calls == [("forget", 0), ("retain", 1), ("retain", 2), ("forget", 3), ("retain", 4),
-                   ("retain", 5)]
+  final = run_schedule(
+    new_state(tx),
+    schedule,
+    step,
+    batches.__getitem__,
+    masks=masks,
+    extras=extras,
+    after_step=lambda t, s: seen.append(t),
+  )
+  assert calls == [
+    ("forget", 0),
+    ("retain", 1),
+    ("retain", 2),
+    ("forget", 3),
+    ("retain", 4),
+    ("retain", 5),
+  ]
   assert seen == list(range(6)) and int(final.model_state) == 6
 
   # The same updates by hand.

@@ -32,16 +32,16 @@ def test_array_dataset_casts_labels_and_constants():
 
 
 @pytest.mark.parametrize(
-    "images, labels, match",
-    [
-        (np.zeros((2, 2, 2, 1), np.float32), [0, 1], "uint8"),
-        (np.zeros((2, 2, 2), np.uint8), [0, 1], r"\(N, H, W, C\)"),
-        (np.zeros((2, 2, 2, 1), np.uint8), [0], "2 images but 1 labels"),
-        (np.zeros((2, 2, 2, 1), np.uint8), [0, 3], r"\[0, 3\)"),
-        (np.zeros((2, 2, 2, 1), np.uint8), [-1, 0], r"\[0, 3\)"),
-        (np.zeros((2, 2, 2, 1), np.uint8), [0.0, 1.0], "integer"),
-        (np.zeros((2, 2, 2, 3), np.uint8), [0, 1], "one value per channel"),
-    ],
+  "images, labels, match",
+  [
+    (np.zeros((2, 2, 2, 1), np.float32), [0, 1], "uint8"),
+    (np.zeros((2, 2, 2), np.uint8), [0, 1], r"\(N, H, W, C\)"),
+    (np.zeros((2, 2, 2, 1), np.uint8), [0], "2 images but 1 labels"),
+    (np.zeros((2, 2, 2, 1), np.uint8), [0, 3], r"\[0, 3\)"),
+    (np.zeros((2, 2, 2, 1), np.uint8), [-1, 0], r"\[0, 3\)"),
+    (np.zeros((2, 2, 2, 1), np.uint8), [0.0, 1.0], "integer"),
+    (np.zeros((2, 2, 2, 3), np.uint8), [0, 1], "one value per channel"),
+  ],
 )
 def test_array_dataset_rejects_bad_arrays(images, labels, match):
   with pytest.raises(ValueError, match=match):
@@ -78,10 +78,10 @@ def _write_idx(path, array):
 def test_load_fashion_mnist(tmp_path, suffix):
   rng = np.random.default_rng(0)
   arrays = {
-      "train-images-idx3-ubyte": rng.integers(0, 256, (7, 28, 28)),
-      "train-labels-idx1-ubyte": rng.integers(0, 10, 7),
-      "t10k-images-idx3-ubyte": rng.integers(0, 256, (3, 28, 28)),
-      "t10k-labels-idx1-ubyte": np.array([9, 0, 4]),
+    "train-images-idx3-ubyte": rng.integers(0, 256, (7, 28, 28)),
+    "train-labels-idx1-ubyte": rng.integers(0, 10, 7),
+    "t10k-images-idx3-ubyte": rng.integers(0, 256, (3, 28, 28)),
+    "t10k-labels-idx1-ubyte": np.array([9, 0, 4]),
   }
   for stem, array in arrays.items():
     _write_idx(tmp_path / f"{stem}{suffix}", array)
@@ -152,8 +152,14 @@ def test_load_cifar100_uses_fine_labels(tmp_path):
   for name, labels in [("train", [99, 0, 57]), ("test", [12])]:
     chw = _chw(len(labels), len(labels))
     with open(folder / name, "wb") as f:
-      pickle.dump({b"data": chw.reshape(len(chw), -1), b"fine_labels": labels,
-                   b"coarse_labels": [0] * len(labels)}, f)
+      pickle.dump(
+        {
+          b"data": chw.reshape(len(chw), -1),
+          b"fine_labels": labels,
+          b"coarse_labels": [0] * len(labels),
+        },
+        f,
+      )
   train, test = data.load_cifar100(tmp_path)
   np.testing.assert_array_equal(train.labels, [99, 0, 57])
   np.testing.assert_array_equal(test.labels, [12])
@@ -165,8 +171,10 @@ def test_load_cifar100_uses_fine_labels(tmp_path):
 
 def test_load_svhn_maps_ten_to_zero(tmp_path):
   rng = np.random.default_rng(0)
-  x = {"train": rng.integers(0, 256, (32, 32, 3, 4), dtype=np.uint8),
-       "test": rng.integers(0, 256, (32, 32, 3, 2), dtype=np.uint8)}
+  x = {
+    "train": rng.integers(0, 256, (32, 32, 3, 4), dtype=np.uint8),
+    "test": rng.integers(0, 256, (32, 32, 3, 2), dtype=np.uint8),
+  }
   scipy.io.savemat(tmp_path / "train_32x32.mat", {"X": x["train"], "y": [[10], [1], [9], [10]]})
   scipy.io.savemat(tmp_path / "test_32x32.mat", {"X": x["test"], "y": [[3], [10]]})
   train, test = data.load_svhn(tmp_path)
@@ -202,7 +210,7 @@ def test_load_tiny_imagenet(tmp_path):
   _write_jpeg(folder / "val" / "images" / "val_0.JPEG", colors["n09"])
   _write_jpeg(folder / "val" / "images" / "val_1.JPEG", 128, mode="L")
   (folder / "val" / "val_annotations.txt").write_text(
-      "val_0.JPEG\tn09\t0\t0\t63\t63\nval_1.JPEG\tn01\t0\t0\t63\t63\n"
+    "val_0.JPEG\tn09\t0\t0\t63\t63\nval_1.JPEG\tn01\t0\t0\t63\t63\n"
   )
 
   train, test = data.load_tiny_imagenet(tmp_path)

@@ -10,7 +10,7 @@ import pytest
 from dualoptim_jax import data
 
 _REAL_FILES_FOUND = os.path.isfile(
-    os.path.join(data.FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz")
+  os.path.join(data.FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz")
 ) or os.path.isfile(os.path.join(data.FASHION_MNIST_ROOT, "train-images-idx3-ubyte"))
 
 
@@ -39,9 +39,11 @@ def test_pool_reproduces_reference_draw(synthetic_root):
   pool, test = setting.pool, setting.test
 
   rng = np.random.RandomState(0)
-  expected = np.sort(np.concatenate(
+  expected = np.sort(
+    np.concatenate(
       [rng.choice(np.where(train_labels == c)[0], 500, replace=False) for c in range(10)]
-  ))
+    )
+  )
   np.testing.assert_array_equal(pool.labels, train_labels[expected])
   assert pool.images.shape == (5000, 32, 32, 3) and pool.images.dtype == np.uint8
   np.testing.assert_array_equal(pool.images[:, 2:30, 2:30, 1], train_images[expected])
@@ -60,8 +62,10 @@ def test_split_reproduces_reference_draw(synthetic_root):
   assert len(split.retain) == 4500
 
 
-@pytest.mark.skipif(not _REAL_FILES_FOUND and not os.environ.get("CI"),
-                    reason=f"Fashion-MNIST not in {data.FASHION_MNIST_ROOT}")
+@pytest.mark.skipif(
+  not _REAL_FILES_FOUND and not os.environ.get("CI"),
+  reason=f"Fashion-MNIST not in {data.FASHION_MNIST_ROOT}",
+)
 def test_real_fashion_mnist_small():
   train, test = data.load_fashion_mnist()
   assert train.images.shape == (60000, 28, 28, 1) and len(test) == 10000
@@ -81,9 +85,7 @@ def test_real_fashion_mnist_small():
   assert len(tiny.pool) == 1000 and len(tiny.test) == 1000 and len(tiny.split(1).forget) == 100
   for split in (split_1, split_2):
     assert len(split.forget) == 500 and len(split.retain) == 4500 and len(split.test) == 10000
-    np.testing.assert_array_equal(
-        np.union1d(split.forget_idx, split.retain_idx), np.arange(5000)
-    )
+    np.testing.assert_array_equal(np.union1d(split.forget_idx, split.retain_idx), np.arange(5000))
   assert set(split_1.forget_idx) != set(split_2.forget_idx)
 
 
@@ -99,17 +101,26 @@ def test_tiny_setting_is_100_per_class_and_the_first_1000_test_images(synthetic_
 def test_cifar_settings_hold_out_10_percent_and_draw_with_seed_minus_1(monkeypatch):
   rng = np.random.default_rng(0)
   labels = np.repeat(np.arange(10), 30)
-  train = data.ArrayDataset(rng.integers(0, 256, (300, 4, 4, 3), dtype=np.uint8), labels, 10,
-                            (0.5,) * 3, (0.25,) * 3, "cifar10")
+  train = data.ArrayDataset(
+    rng.integers(0, 256, (300, 4, 4, 3), dtype=np.uint8),
+    labels,
+    10,
+    (0.5,) * 3,
+    (0.25,) * 3,
+    "cifar10",
+  )
   monkeypatch.setattr("dualoptim_jax.data.settings.load_dataset", lambda name, root: (train, train))
   setting = data.load_setting("cifar10", "unused")
   kept, _ = data.holdout_split(labels, 0.1, seed=1)
   np.testing.assert_array_equal(setting.pool.labels, labels[kept])
   assert len(setting.pool) == 270 and setting.num_forget == 27
-  np.testing.assert_array_equal(setting.split(1).forget_idx,
-                                np.sort(np.random.RandomState(0).choice(270, 27, replace=False)))
+  np.testing.assert_array_equal(
+    setting.split(1).forget_idx, np.sort(np.random.RandomState(0).choice(270, 27, replace=False))
+  )
 
 
 def test_unknown_setting_is_a_clear_error():
-  with pytest.raises(ValueError, match="Unknown setting 'mnist3d'; known settings: fashion_mnist_tiny"):
+  with pytest.raises(
+    ValueError, match="Unknown setting 'mnist3d'; known settings: fashion_mnist_tiny"
+  ):
     data.load_setting("mnist3d")

@@ -21,7 +21,7 @@ def test_holdout_split_reproduces_reference_calls():
 
   rng = np.random.RandomState(1)
   expected_val = np.concatenate(
-      [rng.choice(np.where(labels == c)[0], int(0.1 * 50), replace=False) for c in range(10)]
+    [rng.choice(np.where(labels == c)[0], int(0.1 * 50), replace=False) for c in range(10)]
   )
   np.testing.assert_array_equal(val_idx, expected_val)
   np.testing.assert_array_equal(train_idx, sorted(set(range(500)) - set(expected_val.tolist())))
@@ -62,7 +62,7 @@ def test_make_split_random_forgetting():
 
 
 @pytest.mark.parametrize(
-    "forget_idx, match", [([1, 1], "repeated"), ([500], r"\[0, 500\)"), ([[1]], "1-D")]
+  "forget_idx, match", [([1, 1], "repeated"), ([500], r"\[0, 500\)"), ([[1]], "1-D")]
 )
 def test_make_split_rejects_bad_positions(forget_idx, match):
   pool = _pool(_labels())
@@ -74,9 +74,9 @@ def test_unlearning_split_checks_disjoint_cover():
   pool = _pool(_labels())
   with pytest.raises(ValueError, match="disjoint and cover"):
     data.UnlearningSplit(
-        forget=pool.subset([0, 1]),
-        retain=pool.subset([1, 2]),
-        test=pool,
-        forget_idx=np.array([0, 1]),
-        retain_idx=np.array([1, 2]),
+      forget=pool.subset([0, 1]),
+      retain=pool.subset([1, 2]),
+      test=pool,
+      forget_idx=np.array([0, 1]),
+      retain_idx=np.array([1, 2]),
     )

@@ -7,16 +7,15 @@ import numpy as np
 import pytest
 
 from dualoptim_jax.eval import (
-    Metric,
-    group_runs,
-    load_runs,
-    markdown_table,
-    reference,
-    save_run_json,
-    summarize,
-    write_csv,
+  Metric,
+  group_runs,
+  load_runs,
+  markdown_table,
+  reference,
+  save_run_json,
+  summarize,
+  write_csv,
 )
-
 
 METRICS = (Metric("UA"), Metric("RA"), Metric("TA"), Metric("MIA"))
 # The official code's CIFAR-10 retrain reference with SGD (`parse_result.py`).
@@ -28,12 +27,12 @@ def _run(method, optimizer, seed, ua, ra, ta, mia):
 
 
 RUNS = [
-    _run("SalUn", "dual", 1, 4.0, 100.0, 94.0, 70.0),
-    _run("SalUn", "dual", 2, 6.0, 98.0, 92.0, 80.0),
+  _run("SalUn", "dual", 1, 4.0, 100.0, 94.0, 70.0),
+  _run("SalUn", "dual", 2, 6.0, 98.0, 92.0, 80.0),
 ]
 RT_RUNS = [
-    _run("RT", "sgd", 1, 5.0, 100.0, 94.0, 76.0),
-    _run("RT", "sgd", 2, 6.0, 100.0, 95.0, 78.0),
+  _run("RT", "sgd", 1, 5.0, 100.0, 94.0, 76.0),
+  _run("RT", "sgd", 2, 6.0, 100.0, 95.0, 78.0),
 ]
 
 
@@ -53,7 +52,9 @@ def test_summarize_fixed_reference():
 
 def test_summarize_against_rt_runs():
   # RT seed means = [5.5, 100, 94.5, 77] -> gaps [0.5, 1, 1.5, 2], Avg Gap = 1.25.
-  assert reference(RT_RUNS, METRICS) == pytest.approx({"UA": 5.5, "RA": 100.0, "TA": 94.5, "MIA": 77.0})
+  assert reference(RT_RUNS, METRICS) == pytest.approx(
+    {"UA": 5.5, "RA": 100.0, "TA": 94.5, "MIA": 77.0}
+  )
   s = summarize(RUNS, RT_RUNS, METRICS)
   assert s.gap == pytest.approx({"UA": 0.5, "RA": 1.0, "TA": 1.5, "MIA": 2.0})
   assert s.avg_gap == pytest.approx(1.25)
@@ -84,16 +85,19 @@ def test_group_runs():
 
 def test_markdown_table():
   table = markdown_table(
-      {"RT": summarize(RT_RUNS, RT_RUNS, METRICS),
-       "SalUn + DualOptim": summarize(RUNS, RT_RUNS, METRICS)}, METRICS
+    {
+      "RT": summarize(RT_RUNS, RT_RUNS, METRICS),
+      "SalUn + DualOptim": summarize(RUNS, RT_RUNS, METRICS),
+    },
+    METRICS,
   )
   assert table.splitlines() == [
-      "| Method | UA | RA | TA | MIA | Avg. Gap | Avg. Std |",
-      "|---|---:|---:|---:|---:|---:|---:|",
-      "| RT | 5.50 ± 0.50 (0.00) | 100.00 ± 0.00 (0.00) | 94.50 ± 0.50 (0.00) "
-      "| 77.00 ± 1.00 (0.00) | 0.00 | 0.50 |",
-      "| SalUn + DualOptim | 5.00 ± 1.00 (0.50) | 99.00 ± 1.00 (1.00) | 93.00 ± 1.00 (1.50) "
-      "| 75.00 ± 5.00 (2.00) | 1.25 | 2.00 |",
+    "| Method | UA | RA | TA | MIA | Avg. Gap | Avg. Std |",
+    "|---|---:|---:|---:|---:|---:|---:|",
+    "| RT | 5.50 ± 0.50 (0.00) | 100.00 ± 0.00 (0.00) | 94.50 ± 0.50 (0.00) "
+    "| 77.00 ± 1.00 (0.00) | 0.00 | 0.50 |",
+    "| SalUn + DualOptim | 5.00 ± 1.00 (0.50) | 99.00 ± 1.00 (1.00) | 93.00 ± 1.00 (1.50) "
+    "| 75.00 ± 5.00 (2.00) | 1.25 | 2.00 |",
   ]
 
 
@@ -102,7 +106,8 @@ def test_one_seed_has_no_std():
   one = summarize(RUNS[:1], RT_RUNS, METRICS)
   table = markdown_table({"SalUn (dual)": one}, METRICS)
   assert table.splitlines()[-1] == (
-      "| SalUn (dual) | 4.00 (1.50) | 100.00 (0.00) | 94.00 (0.50) | 70.00 (7.00) | 2.25 | n/a |")
+    "| SalUn (dual) | 4.00 (1.50) | 100.00 (0.00) | 94.00 (0.50) | 70.00 (7.00) | 2.25 | n/a |"
+  )
 
 
 def test_metric_direction_labels_the_columns():

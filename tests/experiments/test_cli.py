@@ -9,16 +9,34 @@ from experiments import configs, run
 @pytest.fixture
 def captured(monkeypatch):
   seen = []
-  monkeypatch.setattr(run, "run_table", lambda config, out, root: seen.append((config, out, root))
-                      or "table")
+  monkeypatch.setattr(
+    run, "run_table", lambda config, out, root: seen.append((config, out, root)) or "table"
+  )
   return seen
 
 
 def test_flags_select_part_of_the_config(captured, tmp_path):
-  run.main(["--config", "cifar10", "--out", str(tmp_path), "--data-root", "/data/cifar",
-            "--methods", "SFRon", "SCRUB", "--optimizers", "dual", "--seeds", "2", "3",
-            "--forget-lr", "dual=5e-4"])
-  (config, out, root), = captured
+  run.main(
+    [
+      "--config",
+      "cifar10",
+      "--out",
+      str(tmp_path),
+      "--data-root",
+      "/data/cifar",
+      "--methods",
+      "SFRon",
+      "SCRUB",
+      "--optimizers",
+      "dual",
+      "--seeds",
+      "2",
+      "3",
+      "--forget-lr",
+      "dual=5e-4",
+    ]
+  )
+  ((config, out, root),) = captured
   # The config's own SFRon (1,500 iterations), SCRUB as the config has it, in the order asked.
   assert config.methods == (SFRon(iters=1500), SCRUB())
   assert config.optimizers == ("dual",) and config.seeds == (2, 3)
@@ -28,7 +46,7 @@ def test_flags_select_part_of_the_config(captured, tmp_path):
 
 def test_a_method_outside_the_config_runs_with_its_defaults(captured):
   run.main(["--config", "default", "--methods", "SalUn", "RL"])
-  (config, out, _), = captured
+  ((config, out, _),) = captured
   assert [m.name for m in config.methods] == ["SalUn", "RL"] and config.methods[1] == RL()
   assert str(out) == "runs/default"
   assert configs.CONFIGS["default"].methods == (RL(), SFRon())  # the config itself is unchanged

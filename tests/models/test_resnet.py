@@ -2,11 +2,11 @@
 
 import math
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from dualoptim_jax.models import ResNet18, apply
 
@@ -67,13 +67,13 @@ def test_output_shape(model):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(mean=(0.5,) * 3, std=(0.5,) * 2), "equal length"),
-        (dict(mean=(), std=()), "non-empty"),
-        (dict(mean=(0.5,) * 3, std=(0.5, 0.0, 0.5)), "std must be positive"),
-        (dict(width=0), "width must be positive"),
-    ],
+  "kwargs, message",
+  [
+    (dict(mean=(0.5,) * 3, std=(0.5,) * 2), "equal length"),
+    (dict(mean=(), std=()), "non-empty"),
+    (dict(mean=(0.5,) * 3, std=(0.5, 0.0, 0.5)), "std must be positive"),
+    (dict(width=0), "width must be positive"),
+  ],
 )
 def test_bad_arguments(kwargs, message):
   kwargs = dict(width=8, mean=MEAN, std=STD) | kwargs
@@ -128,10 +128,10 @@ def test_train_mode_updates_running_stats_and_eval_mode_does_not(model):
   _forward(model, x)
   # r <- 0.9 r + 0.1 batch_mean, from r = 0.
   np.testing.assert_allclose(
-      model.bn1.mean[...], 0.1 * h.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-7
+    model.bn1.mean[...], 0.1 * h.mean(axis=(0, 1, 2)), rtol=1e-5, atol=1e-7
   )
   changed = jax.tree.map(
-      lambda a, b: not np.allclose(a, b), nnx.state(model, nnx.BatchStat), stats0
+    lambda a, b: not np.allclose(a, b), nnx.state(model, nnx.BatchStat), stats0
   )
   assert all(_leaves(changed))
 
@@ -151,9 +151,9 @@ def test_apply_functional_split(model):
   model.train()
   np.testing.assert_allclose(logits, _forward(model, x), rtol=1e-5, atol=1e-6)
   jax.tree.map(
-      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-      new_stats,
-      nnx.state(model, nnx.BatchStat),
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+    new_stats,
+    nnx.state(model, nnx.BatchStat),
   )
   merged = nnx.merge(graphdef, params, new_stats)
   np.testing.assert_array_equal(merged.bn1.mean[...], new_stats["bn1"]["mean"][...])

@@ -20,11 +20,16 @@ def make_params():
 
 def grads_like(params, seed):
   keys = jax.random.split(jax.random.key(seed), 2)
-  return {k: jax.random.normal(key, v.shape) for (k, v), key in zip(sorted(params.items()), keys)}
+  return {
+    k: jax.random.normal(key, v.shape)
+    for (k, v), key in zip(sorted(params.items()), keys, strict=True)
+  }
 
 
 def trees_bitwise_equal(a, b):
-  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return all(
+    np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  )
 
 
 def test_state_is_namedtuple_with_int32_count_and_dict():
@@ -39,9 +44,11 @@ def test_untouched_objective_state_is_the_same_arrays_eager():
   params = make_params()
   state = tx.init(params)
   _, new_state = tx.update(grads_like(params, 0), state, params, objective="retain")
-  before, after = jax.tree.leaves(state.inner_states["forget"]), jax.tree.leaves(
-      new_state.inner_states["forget"])
-  assert all(a is b for a, b in zip(before, after))
+  before, after = (
+    jax.tree.leaves(state.inner_states["forget"]),
+    jax.tree.leaves(new_state.inner_states["forget"]),
+  )
+  assert all(a is b for a, b in zip(before, after, strict=True))
   assert not trees_bitwise_equal(state.inner_states["retain"], new_state.inner_states["retain"])
 
 
@@ -58,12 +65,15 @@ def test_untouched_objective_state_is_bit_identical_under_jit(run_first, untouch
   assert int(new_state.count) == 2
 
 
-@pytest.mark.parametrize("make_tx", [
+@pytest.mark.parametrize(
+  "make_tx",
+  [
     lambda: dj.dualoptim(1e-3, 1e-2),
     lambda: dj.shared_sgd(0.05, 0.01),
     lambda: dj.shared_adamw(1e-3, 1e-4),
     lambda: dj.dualoptim_llm(optax.linear_schedule(0.0, 1e-2, 3), 1.5, max_grad_norm=1.0),
-])
+  ],
+)
 def test_jit_equals_no_jit_and_no_recompilation(make_tx):
   tx = make_tx()
   params = make_params()
@@ -95,8 +105,9 @@ def test_inner_extra_args_are_forwarded_and_unknown_ones_tolerated():
     seen["scale"] = scale
     return jax.tree.map(lambda u: scale * u, updates), state
 
-  tx = dj.dual_transform({"forget": optax.GradientTransformationExtraArgs(init, update),
-                          "retain": optax.sgd(1.0)})
+  tx = dj.dual_transform(
+    {"forget": optax.GradientTransformationExtraArgs(init, update), "retain": optax.sgd(1.0)}
+  )
   params = make_params()
   state = tx.init(params)
   updates, _ = tx.update(params, state, params, objective="forget", scale=3.0)
@@ -160,8 +171,10 @@ def test_works_with_flax_nnx_optimizer():
     optimizer.update(model, grads, objective=objective)
     return loss
 
-  losses = [float(train_step(model, optimizer, objective=o))
-            for o in ["retain"] * 5 + ["forget"] + ["retain"] * 5]
+  losses = [
+    float(train_step(model, optimizer, objective=o))
+    for o in ["retain"] * 5 + ["forget"] + ["retain"] * 5
+  ]
   assert losses[-1] < losses[0]
   state = optimizer.opt_state
   assert int(state.count[...]) == 11
@@ -191,8 +204,9 @@ def test_orbax_round_trip_gives_the_same_next_update(tmp_path):
     assert trees_bitwise_equal(got, expected)
 
 
-@pytest.mark.parametrize("make_tx", [lambda: dj.dualoptim(1e-3, 1e-2),
-                                     lambda: dj.shared_sgd(1e-2, 1e-3)])
+@pytest.mark.parametrize(
+  "make_tx", [lambda: dj.dualoptim(1e-3, 1e-2), lambda: dj.shared_sgd(1e-2, 1e-3)]
+)
 def test_unknown_or_missing_objective_names_the_known_labels(make_tx):
   tx = make_tx()
   params = make_params()
@@ -240,8 +254,8 @@ def test_dual_training_reduces_both_objectives_on_a_small_problem():
   params = {"w": jnp.zeros(3), "b": jnp.zeros(3)}
   state = tx.init(params)
   losses = {
-      "forget": lambda p: jnp.sum((p["w"] - 1.0) ** 2),
-      "retain": lambda p: jnp.sum((p["b"] + 1.0) ** 2),
+    "forget": lambda p: jnp.sum((p["w"] - 1.0) ** 2),
+    "retain": lambda p: jnp.sum((p["b"] + 1.0) ** 2),
   }
   schedule = dj.epoch_blocks(2, 5, epochs=60)
   for objective in schedule:

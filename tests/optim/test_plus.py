@@ -1,4 +1,4 @@
-"""DualOptim+ against hand-computed steps, a float64 replay of its update rule, and its reductions."""
+"""DualOptim+ against hand-computed steps, a float64 replay of its update, and its reductions."""
 
 import functools
 
@@ -11,6 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import dualoptim_jax as dj
+
 from helpers import run_updates
 
 
@@ -25,10 +26,12 @@ def test_hand_computed_steps():
   #                 1.1904762/sqrt(1.9761905) = 0.8468559 -> 0.9730494
   tx = dj.dualoptim_plus(0.1, b1=0.5, b2=0.5, base_b1=0.5, base_b2=0.5, eps=0.0, weight_decay=0.0)
   steps = [(2.0, "forget"), (-1.0, "retain"), (1.0, "retain"), (0.5, "forget")]
-  trajectory, state = run_updates(tx, {"w": jnp.ones(1)},
-      [({"w": jnp.array([g])}, o) for g, o in steps])
-  np.testing.assert_allclose([float(p["w"][0]) for p in trajectory],
-                             [0.9, 1.0, 1.057735, 0.9730494], rtol=1e-6)
+  trajectory, state = run_updates(
+    tx, {"w": jnp.ones(1)}, [({"w": jnp.array([g])}, o) for g, o in steps]
+  )
+  np.testing.assert_allclose(
+    [float(p["w"][0]) for p in trajectory], [0.9, 1.0, 1.057735, 0.9730494], rtol=1e-6
+  )
   np.testing.assert_allclose(state.base_mu["w"], [0.5 * 0.5 + 0.5 * 0.5], rtol=1e-6)
   assert int(state.count) == 4
   assert int(state.deltas["forget"].count) == 2 and int(state.deltas["retain"].count) == 2
@@ -47,7 +50,7 @@ def plus_replay(theta, grads, objectives, lr_fn, ratio, betas, eps, wd):
   M = V = np.zeros_like(theta)
   deltas = {k: [np.zeros_like(theta), np.zeros_like(theta), 0] for k in ("forget", "retain")}
   out = []
-  for T, (g, k) in enumerate(zip(grads, objectives), start=1):
+  for T, (g, k) in enumerate(zip(grads, objectives, strict=True), start=1):
     m, v, t = deltas[k]
     t += 1
     lr = (ratio if k == "forget" else 1.0) * lr_fn(T - 1)
@@ -56,7 +59,9 @@ def plus_replay(theta, grads, objectives, lr_fn, ratio, betas, eps, wd):
     V_hat = V / (1 - b4 ** (T - 1)) if T > 1 else V
     m = b1 * m + (1 - b1) * (g - M_hat)
     v = b2 * v + (1 - b2) * (g * g - V_hat)
-    theta = theta - lr * (m / (1 - b1**t) + M_hat) / (np.sqrt(np.abs(v / (1 - b2**t) + V_hat)) + eps)
+    theta = theta - lr * (m / (1 - b1**t) + M_hat) / (
+      np.sqrt(np.abs(v / (1 - b2**t) + V_hat)) + eps
+    )
     M = b3 * M + (1 - b3) * g
     V = b4 * V + (1 - b4) * g * g
     deltas[k] = [m, v, t]
@@ -71,16 +76,32 @@ def test_matches_float64_replay_with_schedule_ratio_and_mask():
   grads = [{k: rng.normal(size=v.shape) + 0.5 for k, v in params.items()} for _ in objectives]
   schedule = optax.linear_schedule(0.01, 0.002, 14)
   betas = (0.9, 0.95, 0.8, 0.9)
-  tx = dj.dualoptim_plus(schedule, forget_lr_ratio=1.5, b1=betas[0], b2=betas[1],
-                         base_b1=betas[2], base_b2=betas[3], weight_decay=0.1,
-                         mask={"a": True, "b": False})
+  tx = dj.dualoptim_plus(
+    schedule,
+    forget_lr_ratio=1.5,
+    b1=betas[0],
+    b2=betas[1],
+    base_b1=betas[2],
+    base_b2=betas[3],
+    weight_decay=0.1,
+    mask={"a": True, "b": False},
+  )
   jax_tree = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), t)  # noqa: E731
-  trajectory, _ = run_updates(tx, jax_tree(params),
-      [(jax_tree(g), o) for g, o in zip(grads, objectives)])
+  trajectory, _ = run_updates(
+    tx, jax_tree(params), [(jax_tree(g), o) for g, o in zip(grads, objectives, strict=True)]
+  )
   for key, wd in (("a", 0.1), ("b", 0.0)):
-    expected = plus_replay(params[key], [g[key] for g in grads], objectives,
-                           lambda k: float(schedule(k)), 1.5, betas, 1e-8, wd)
-    for got, want in zip(trajectory, expected):
+    expected = plus_replay(
+      params[key],
+      [g[key] for g in grads],
+      objectives,
+      lambda k: float(schedule(k)),
+      1.5,
+      betas,
+      1e-8,
+      wd,
+    )
+    for got, want in zip(trajectory, expected, strict=True):
       np.testing.assert_allclose(got[key], want, rtol=1e-4, atol=1e-6)
 
 
@@ -99,10 +120,12 @@ def test_zero_base_reduces_to_decoupled_adamw():
   """With M = V = 0 every step, DualOptim+ is two AdamW states with decay first (torch order)."""
   lr, ratio, wd = 0.02, 2.0, 0.1
   plus = dj.dualoptim_plus(lr, forget_lr_ratio=ratio, weight_decay=wd)
-  dual = dj.dual_transform({
+  dual = dj.dual_transform(
+    {
       "forget": optax.adamw(ratio * lr, b1=0.9, b2=0.95, weight_decay=wd),
       "retain": optax.adamw(lr, b1=0.9, b2=0.95, weight_decay=wd),
-  })
+    }
+  )
   rng = np.random.default_rng(1)
   params = {"w": jnp.asarray(rng.normal(size=(5,)), jnp.float32)}
   p_plus, p_dual = params, params
@@ -126,17 +149,19 @@ def test_untouched_delta_is_bit_identical_and_jit_matches_eager():
     @functools.partial(jax.jit, static_argnames="objective")
     @chex.assert_max_traces(n=2)
     def step(grads, state, params, objective):
-      return tx.update(grads, state, params, objective=objective)
+      return tx.update(grads, state, params, objective=objective)  # noqa: B023 (used in-loop)
 
     state_jit = state_eager = tx.init(params)
     for i, objective in enumerate(["forget", "retain", "retain", "forget"]):
-      grads = jax.tree.map(lambda p: jnp.sin(p * (i + 1)), params)
+      grads = jax.tree.map(lambda p, i=i: jnp.sin(p * (i + 1)), params)
       before = state_jit.deltas["retain" if objective == "forget" else "forget"]
       u_jit, state_jit = step(grads, state_jit, params, objective=objective)
       u_eager, state_eager = tx.update(grads, state_eager, params, objective=objective)
       after = state_jit.deltas["retain" if objective == "forget" else "forget"]
-      assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(before),
-                                                      jax.tree.leaves(after)))
+      assert all(
+        np.array_equal(x, y)
+        for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True)
+      )
       chex.assert_trees_all_close(u_jit, u_eager, rtol=1e-5, atol=1e-8)
     chex.clear_trace_counter()
 
@@ -159,7 +184,8 @@ def test_bounded_update_caps_the_degenerate_denominator():
   steps = [({"w": jnp.ones(1)}, "forget")] * 10 + [({"w": jnp.full(1, 0.3002)}, "retain")] * 3
   reference, _ = run_updates(dj.dualoptim_plus(0.1, weight_decay=0.0), params, steps)
   bounded, _ = run_updates(
-      dj.dualoptim_plus(0.1, weight_decay=0.0, bounded_update=True), params, steps)
+    dj.dualoptim_plus(0.1, weight_decay=0.0, bounded_update=True), params, steps
+  )
   ref_steps = np.abs(np.diff([0.0] + [float(p["w"][0]) for p in reference]))
   bounded_steps = np.abs(np.diff([0.0] + [float(p["w"][0]) for p in bounded]))
   assert ref_steps[-1] > 10 * 0.1  # the reference's step blows up (documented behaviour)
@@ -192,7 +218,7 @@ def test_8bit_and_fp32_training_reach_the_same_loss():
     def step(params, state, objective):
       y = y_forget if objective == "forget" else y_retain
       grads = jax.grad(loss)(params, y)
-      updates, state = tx.update(grads, state, params, objective=objective)
+      updates, state = tx.update(grads, state, params, objective=objective)  # noqa: B023
       return optax.apply_updates(params, updates), state
 
     params = {"w": jnp.zeros(8192)}
@@ -221,4 +247,6 @@ def test_8bit_state_orbax_round_trip(tmp_path):
   grads = jax.tree.map(jnp.sin, params)
   want = tx.update(grads, state, params, objective="retain")
   got = tx.update(grads, restored, params, objective="retain")
-  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)))
+  assert all(
+    np.array_equal(a, b) for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True)
+  )

@@ -12,53 +12,53 @@ from dualoptim_jax.optim import quantize as qz
 
 # Entries of bitsandbytes' create_dynamic_map(signed) (max_exponent_bits=7, total_bits=8).
 _SIGNED_ENTRIES = {
-    0: "-0.99296874",
-    1: "-0.9789063",
-    2: "-0.96484375",
-    20: "-0.7117188",
-    30: "-0.5710938",
-    46: "-0.34609374",
-    63: "-0.107031256",
-    64: "-0.09859375",
-    80: "-0.05359375",
-    100: "-0.00746875",
-    126: "-5.5000004e-07",
-    127: "0.0",
-    128: "5.5000004e-07",
-    129: "3.2500002e-06",
-    191: "0.107031256",
-    200: "0.23359375",
-    220: "0.5148437",
-    234: "0.7117188",
-    253: "0.9789063",
-    254: "0.99296874",
-    255: "1.0",
+  0: "-0.99296874",
+  1: "-0.9789063",
+  2: "-0.96484375",
+  20: "-0.7117188",
+  30: "-0.5710938",
+  46: "-0.34609374",
+  63: "-0.107031256",
+  64: "-0.09859375",
+  80: "-0.05359375",
+  100: "-0.00746875",
+  126: "-5.5000004e-07",
+  127: "0.0",
+  128: "5.5000004e-07",
+  129: "3.2500002e-06",
+  191: "0.107031256",
+  200: "0.23359375",
+  220: "0.5148437",
+  234: "0.7117188",
+  253: "0.9789063",
+  254: "0.99296874",
+  255: "1.0",
 }
 _UNSIGNED_ENTRIES = {
-    0: "0.0",
-    1: "3.2500003e-07",
-    2: "7.75e-07",
-    46: "0.005359375",
-    63: "0.010703126",
-    64: "0.012109376",
-    92: "0.051484372",
-    100: "0.06273438",
-    126: "0.099296875",
-    127: "0.103515625",
-    128: "0.11054687",
-    129: "0.11757813",
-    148: "0.25117186",
-    186: "0.51835936",
-    191: "0.5535157",
-    200: "0.61679685",
-    253: "0.9894531",
-    254: "0.9964844",
-    255: "1.0",
+  0: "0.0",
+  1: "3.2500003e-07",
+  2: "7.75e-07",
+  46: "0.005359375",
+  63: "0.010703126",
+  64: "0.012109376",
+  92: "0.051484372",
+  100: "0.06273438",
+  126: "0.099296875",
+  127: "0.103515625",
+  128: "0.11054687",
+  129: "0.11757813",
+  148: "0.25117186",
+  186: "0.51835936",
+  191: "0.5535157",
+  200: "0.61679685",
+  253: "0.9894531",
+  254: "0.9964844",
+  255: "1.0",
 }
 # SHA-256 of the whole little-endian float32 table.
 _SHA256 = {
-    True: "e732639a65f497b4ad684bb166a4467708255edd5207757de8b8f0c7e1fda89c",
-    False: "305f002cc11278fb769d13b25b9fd0c7c83c8402c40a878fe086f4039fde6398",
+  True: "e732639a65f497b4ad684bb166a4467708255edd5207757de8b8f0c7e1fda89c",
+  False: "305f002cc11278fb769d13b25b9fd0c7c83c8402c40a878fe086f4039fde6398",
 }
 _ZERO_INDEX = {True: 127, False: 0}
 
@@ -117,7 +117,7 @@ def test_signed_map_mirrors_around_zero():
 
 @pytest.mark.parametrize("signed", [True, False])
 @pytest.mark.parametrize(
-    "shape, block_size", [((1000,), 256), ((3, 257), 256), ((64, 64), 64), ((5, 7, 11), 128)]
+  "shape, block_size", [((1000,), 256), ((3, 257), 256), ((64, 64), 64), ((5, 7, 11), 128)]
 )
 def test_quantize_matches_brute_force(signed, shape, block_size):
   x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
@@ -144,13 +144,13 @@ def test_quantize_matches_brute_force(signed, shape, block_size):
 
 
 @pytest.mark.parametrize(
-    "absmax, x, index",
-    [
-        # fl(x * fl(1 / absmax)) and fl(x / absmax) lie either side of a midpoint of the code.
-        ("0.689231", "0.6310771", 249),
-        ("1.783903", "0.12320081", 179),
-        ("1.1902757", "0.10228932", 186),
-    ],
+  "absmax, x, index",
+  [
+    # fl(x * fl(1 / absmax)) and fl(x / absmax) lie either side of a midpoint of the code.
+    ("0.689231", "0.6310771", 249),
+    ("1.783903", "0.12320081", 179),
+    ("1.1902757", "0.10228932", 186),
+  ],
 )
 def test_quantize_multiplies_by_float32_reciprocal(absmax, x, index):
   block = np.array([absmax, x], np.float32)
@@ -207,10 +207,10 @@ def test_shapes_dtypes_and_jit(shape):
     eager = qz.quantize_blockwise(x, code, 128)
     eager = (*eager, qz.dequantize_blockwise(*eager, code, 128))
   codes, absmax = jax.jit(qz.quantize_blockwise, static_argnames="block_size")(
-      x, code, block_size=128
+    x, code, block_size=128
   )
   deq = jax.jit(qz.dequantize_blockwise, static_argnames="block_size")(
-      codes, absmax, code, block_size=128
+    codes, absmax, code, block_size=128
   )
   chex.assert_shape([codes, absmax, deq], [shape, (-(-x.size // 128),), shape])
   chex.assert_type([codes, absmax, deq], [jnp.uint8, jnp.float32, jnp.float32])
@@ -226,7 +226,7 @@ def test_quantized_array_helpers():
   chex.assert_trees_all_equal(q, qz.QuantizedArray(codes, absmax))
   deq = jax.jit(qz.dequantize, static_argnums=(1, 2))(q, False, 64)
   chex.assert_trees_all_equal(
-      deq, qz.dequantize_blockwise(codes, absmax, qz.dynamic_map(False), 64)
+    deq, qz.dequantize_blockwise(codes, absmax, qz.dynamic_map(False), 64)
   )
   # The unsigned map's nearest entry to any x < 0 is 0.
   np.testing.assert_array_equal(np.asarray(deq)[np.asarray(x) < 0], 0.0)
@@ -258,9 +258,9 @@ def _with_neighbours(points):
 
 
 _CODES = {
-    "signed": np.asarray(qz.dynamic_map(True)),
-    "unsigned": np.asarray(qz.dynamic_map(False)),
-    "short": np.float32([-1.0, -0.25, 0.0, 0.5, 1.0]),
+  "signed": np.asarray(qz.dynamic_map(True)),
+  "unsigned": np.asarray(qz.dynamic_map(False)),
+  "short": np.float32([-1.0, -0.25, 0.0, 0.5, 1.0]),
 }
 
 
@@ -321,16 +321,16 @@ def test_table_lookup_matches_binary_search(signed):
   traced = jax.jit(qz.quantize_blockwise, static_argnames="block_size")
   for block_size in (256, 100):
     chex.assert_trees_all_equal(
-        qz.quantize_blockwise(x, code, block_size), traced(x, code, block_size=block_size)
+      qz.quantize_blockwise(x, code, block_size), traced(x, code, block_size=block_size)
     )
 
 
 @pytest.mark.parametrize(
-    "code",
-    [
-        np.float32([-1.0, 0.0, 0.5, 0.50000006, 0.5000001, 1.0]),  # Two decision points a bucket.
-        np.float32([-1.0, -1e-30, 0.0, 1e-30, 1.0]),  # Decision points near 0.
-    ],
+  "code",
+  [
+    np.float32([-1.0, 0.0, 0.5, 0.50000006, 0.5000001, 1.0]),  # Two decision points a bucket.
+    np.float32([-1.0, -1e-30, 0.0, 1e-30, 1.0]),  # Decision points near 0.
+  ],
 )
 def test_codes_without_table_use_the_binary_search(code):
   assert qz._bucket_tables(code) is None

@@ -1,7 +1,5 @@
 """The 8-bit state wrapper: storage rule, maps per moment, and agreement with float32 training."""
 
-import functools
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -11,7 +9,6 @@ import pytest
 
 import dualoptim_jax as dj
 from dualoptim_jax.optim import quantize
-
 
 PARAMS = {"big": jnp.linspace(-1.0, 1.0, 6000).reshape(60, 100), "small": jnp.ones(10)}
 
@@ -47,7 +44,8 @@ def test_dualoptim_llm_8bit_keeps_two_quantized_adam_states():
   step = jax.jit(tx.update, static_argnames="objective")
   updates8, state = step(grads, state, PARAMS, objective="forget")
   updates32, _ = dj.dualoptim_llm(1e-3, max_grad_norm=1.0).update(
-      grads, dj.dualoptim_llm(1e-3, max_grad_norm=1.0).init(PARAMS), PARAMS, objective="forget")
+    grads, dj.dualoptim_llm(1e-3, max_grad_norm=1.0).init(PARAMS), PARAMS, objective="forget"
+  )
   dual = optax.tree.get(state, "DualState")
   for label in ("forget", "retain"):
     assert isinstance(dual.inner_states[label].mu["big"], dj.QuantizedArray)
@@ -64,8 +62,10 @@ def test_8bit_adamw_trains_like_float32_adamw():
   y = x @ jnp.asarray(rng.normal(size=(8192,)), jnp.float32)
   loss = lambda p: jnp.mean((x @ p["w"] - y) ** 2)  # noqa: E731
   finals = []
-  for tx in (optax.adamw(0.01, weight_decay=0.0),
-             dj.quantize_moments(optax.adamw(0.01, weight_decay=0.0))):
+  for tx in (
+    optax.adamw(0.01, weight_decay=0.0),
+    dj.quantize_moments(optax.adamw(0.01, weight_decay=0.0)),
+  ):
 
     @jax.jit
     def step(params, state, tx=tx):

@@ -8,17 +8,20 @@ import optax
 import pytest
 
 import dualoptim_jax as dj
+
 from helpers import run_updates
 
 
 def scalar_steps(tx, theta0, grads, objective):
   params = {"w": jnp.array([theta0], jnp.float32)}
-  trajectory, _ = run_updates(tx, params,
-      [({"w": jnp.array([g], jnp.float32)}, objective) for g in grads])
+  trajectory, _ = run_updates(
+    tx, params, [({"w": jnp.array([g], jnp.float32)}, objective) for g in grads]
+  )
   return [float(p["w"][0]) for p in trajectory]
 
 
 # ---- float64 replays of the PyTorch update rules (independent of optax) ----
+
 
 def torch_sgd(theta, g, buf, lr, momentum, wd):
   d = g + wd * theta
@@ -45,6 +48,7 @@ def bnb_adamw_decay_after(theta, g, m, v, t, lr, b1, b2, eps, wd, decays=True):
 
 # ---- hand-computed trajectories ----
 
+
 def test_sgd_l2_hand_computed():
   # lr 0.1, momentum 0.5, L2 0.1, theta0 = 1:
   # t1: d = 1 + 0.1*1 = 1.1;             b = 1.1;                 theta = 1 - 0.11 = 0.89
@@ -59,8 +63,9 @@ def test_dualoptim_forget_is_torch_adamw_hand_computed():
   # t1: theta = 0.99; m = 0.5, v = 0.25; mhat = vhat = 1;          theta = 0.99 - 0.1 = 0.89
   # t2: theta = 0.8811; m = -0.75, v = 1.1875; mhat = -1, vhat = 1.1875/0.4375 = 2.7142857
   #     theta = 0.8811 + 0.1/sqrt(2.7142857) = 0.8811 + 0.0606977 = 0.9417977
-  tx = dj.dualoptim(0.1, 0.01, forget_b1=0.5, forget_b2=0.75, forget_eps=0.0,
-                    forget_weight_decay=0.1)
+  tx = dj.dualoptim(
+    0.1, 0.01, forget_b1=0.5, forget_b2=0.75, forget_eps=0.0, forget_weight_decay=0.1
+  )
   got = scalar_steps(tx, 1.0, [1.0, -2.0], "forget")
   np.testing.assert_allclose(got, [0.89, 0.9417977], rtol=1e-6)
 
@@ -95,12 +100,13 @@ def test_dualoptim_matches_torch_replay_with_separate_states():
   lr_f, lr_r = 0.05, 0.1
   params, grads = random_problem()
   tx = dj.dualoptim(lr_f, lr_r, forget_weight_decay=0.2, retain_weight_decay=0.01)
-  trajectory, state = run_updates(tx, to_jax(params),
-      [(to_jax(g), o) for g, o in zip(grads, OBJECTIVES)])
+  trajectory, state = run_updates(
+    tx, to_jax(params), [(to_jax(g), o) for g, o in zip(grads, OBJECTIVES, strict=True)]
+  )
 
   for key in params:
     theta, m, v, buf, t = params[key].copy(), 0.0, 0.0, None, 0
-    for (g, objective), got in zip(zip(grads, OBJECTIVES), trajectory):
+    for (g, objective), got in zip(zip(grads, OBJECTIVES, strict=True), trajectory, strict=True):
       if objective == "forget":
         t += 1
         theta, m, v = torch_adamw(theta, g[key], m, v, t, lr_f, 0.9, 0.999, 1e-8, 0.2)
@@ -115,11 +121,12 @@ def test_shared_sgd_shares_momentum_and_switches_lr():
   lr_f, lr_r = 0.2, 0.01
   params, grads = random_problem(1)
   tx = dj.shared_sgd(lr_f, lr_r)
-  trajectory, _ = run_updates(tx, to_jax(params),
-      [(to_jax(g), o) for g, o in zip(grads, OBJECTIVES)])
+  trajectory, _ = run_updates(
+    tx, to_jax(params), [(to_jax(g), o) for g, o in zip(grads, OBJECTIVES, strict=True)]
+  )
   for key in params:
     theta, buf = params[key].copy(), None
-    for (g, objective), got in zip(zip(grads, OBJECTIVES), trajectory):
+    for (g, objective), got in zip(zip(grads, OBJECTIVES, strict=True), trajectory, strict=True):
       lr = lr_f if objective == "forget" else lr_r
       theta, buf = torch_sgd(theta, g[key], buf, lr, 0.9, 5e-4)
       np.testing.assert_allclose(got[key], theta, rtol=2e-5, atol=1e-6)
@@ -129,11 +136,14 @@ def test_shared_adamw_shares_moments_and_decays_with_the_step_lr():
   lr_f, lr_r = 0.05, 0.002
   params, grads = random_problem(2)
   tx = dj.shared_adamw(lr_f, lr_r, weight_decay=0.3)
-  trajectory, _ = run_updates(tx, to_jax(params),
-      [(to_jax(g), o) for g, o in zip(grads, OBJECTIVES)])
+  trajectory, _ = run_updates(
+    tx, to_jax(params), [(to_jax(g), o) for g, o in zip(grads, OBJECTIVES, strict=True)]
+  )
   for key in params:
     theta, m, v = params[key].copy(), 0.0, 0.0
-    for t, ((g, objective), got) in enumerate(zip(zip(grads, OBJECTIVES), trajectory), start=1):
+    for t, ((g, objective), got) in enumerate(
+      zip(zip(grads, OBJECTIVES, strict=True), trajectory, strict=True), start=1
+    ):
       lr = lr_f if objective == "forget" else lr_r
       theta, m, v = torch_adamw(theta, g[key], m, v, t, lr, 0.9, 0.999, 1e-8, 0.3)
       np.testing.assert_allclose(got[key], theta, rtol=2e-5, atol=1e-6)
@@ -159,24 +169,28 @@ def test_dualoptim_llm_matches_kernel_replay(lr, wd):
   params, grads = random_problem(3, objectives)
   warmup, total = 3, 13
   schedule = optax.join_schedules(
-      [optax.linear_schedule(0.0, lr, warmup), optax.linear_schedule(lr, 0.0, total - warmup)],
-      [warmup],
+    [optax.linear_schedule(0.0, lr, warmup), optax.linear_schedule(lr, 0.0, total - warmup)],
+    [warmup],
   )
   mask = {"a": True, "b": False}
   tx = dj.dualoptim_llm(schedule, forget_lr_ratio=ratio, b1=b1, b2=b2, weight_decay=wd, mask=mask)
-  trajectory, state = run_updates(tx, to_jax(params),
-      [(to_jax(g), o) for g, o in zip(grads, objectives)])
+  trajectory, state = run_updates(
+    tx, to_jax(params), [(to_jax(g), o) for g, o in zip(grads, objectives, strict=True)]
+  )
 
   for key in params:
     theta = params[key].copy()
     moments = {"forget": [0.0, 0.0, 0], "retain": [0.0, 0.0, 0]}
-    for T, ((g, objective), got) in enumerate(zip(zip(grads, objectives), trajectory), start=1):
+    for T, ((g, objective), got) in enumerate(
+      zip(zip(grads, objectives, strict=True), trajectory, strict=True), start=1
+    ):
       k = T - 1  # the schedule is evaluated on the 0-indexed global step
       s = k / warmup if k < warmup else max(0.0, (total - k) / (total - warmup))
       lr_k = (ratio if objective == "forget" else 1.0) * lr * s
       m, v, t = moments[objective]
-      theta, m, v = bnb_adamw_decay_after(theta, g[key], m, v, t + 1, lr_k, b1, b2, 1e-8, wd,
-                                          decays=mask[key])
+      theta, m, v = bnb_adamw_decay_after(
+        theta, g[key], m, v, t + 1, lr_k, b1, b2, 1e-8, wd, decays=mask[key]
+      )
       moments[objective] = [m, v, t + 1]
       np.testing.assert_allclose(got[key], theta, rtol=3e-5, atol=1e-6)
   # The first step is a forget step at lr 0: params stay, but the forget moments moved.

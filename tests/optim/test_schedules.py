@@ -36,8 +36,9 @@ def test_steps_before_counts_each_objective():
 
 def test_is_forget_works_on_arrays():
   schedule = dj.alternating(1, 5)
-  np.testing.assert_array_equal(schedule.is_forget(jnp.arange(7)),
-                                [True, False, False, False, False, False, True])
+  np.testing.assert_array_equal(
+    schedule.is_forget(jnp.arange(7)), [True, False, False, False, False, False, True]
+  )
 
 
 def test_one_sided_and_invalid_schedules():

@@ -25,13 +25,13 @@ from flax import nnx
 from dualoptim_jax.data import load_setting
 from dualoptim_jax.models import ResNet18
 from dualoptim_jax.tasks.classification import (
-    METHODS,
-    OPTIMIZERS,
-    SFRon,
-    UnlearnConfig,
-    evaluate,
-    train_classifier,
-    unlearn,
+  METHODS,
+  OPTIMIZERS,
+  SFRon,
+  UnlearnConfig,
+  evaluate,
+  train_classifier,
+  unlearn,
 )
 
 VALUES = pathlib.Path(__file__).with_name("pinned.json")
@@ -45,12 +45,19 @@ def environment() -> dict:
   """What the bits depend on besides the code."""
   cpu = ""
   try:
-    cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-               if line.startswith("model name"))
+    cpu = next(
+      line.split(":", 1)[1].strip()
+      for line in open("/proc/cpuinfo")
+      if line.startswith("model name")
+    )
   except (OSError, StopIteration):
     pass
-  return {"jax": jax.__version__, "numpy": np.__version__, "machine": platform.machine(),
-          "cpu": cpu}
+  return {
+    "jax": jax.__version__,
+    "numpy": np.__version__,
+    "machine": platform.machine(),
+    "cpu": cpu,
+  }
 
 
 def fingerprint(params, model_state) -> dict:
@@ -59,18 +66,27 @@ def fingerprint(params, model_state) -> dict:
   for leaf in leaves:
     digest.update(np.asarray(leaf).tobytes())
   flat = np.concatenate([np.asarray(leaf, np.float64).ravel() for leaf in leaves])
-  return {"sha256": digest.hexdigest(), "sum": float(flat.sum()),
-          "sum_sq": float(np.square(flat).sum())}
+  return {
+    "sha256": digest.hexdigest(),
+    "sum": float(flat.sum()),
+    "sum_sq": float(np.square(flat).sum()),
+  }
 
 
 def pretrained():
   """The split of seed ``SEED`` and the original model: ``(graphdef, original, split)``."""
   setting = load_setting("fashion_mnist_tiny")
   pool, split = setting.pool, setting.split(SEED)
-  model = ResNet18(pool.num_classes, width=8, mean=pool.mean, std=pool.std,
-                   rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
-  graphdef, original = train_classifier(model, pool, epochs=2, batch_size=128, lr=0.1, seed=0,
-                                        progress=False)
+  model = ResNet18(
+    pool.num_classes,
+    width=8,
+    mean=pool.mean,
+    std=pool.std,
+    rngs=nnx.Rngs(jax.random.key(0, impl="rbg")),
+  )
+  graphdef, original = train_classifier(
+    model, pool, epochs=2, batch_size=128, lr=0.1, seed=0, progress=False
+  )
   return graphdef, original, split
 
 

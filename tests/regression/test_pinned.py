@@ -11,14 +11,16 @@ import os
 import numpy as np
 import pytest
 
-import pinned_run
 from dualoptim_jax import data as D
+
+import pinned_run
 
 PINNED = json.loads(pinned_run.VALUES.read_text())
 SAME_ENVIRONMENT = PINNED["environment"] == pinned_run.environment()
 pytestmark = pytest.mark.skipif(
-    not os.path.isdir(D.FASHION_MNIST_ROOT) and not os.environ.get("CI"),
-    reason=f"no Fashion-MNIST in {D.FASHION_MNIST_ROOT}")
+  not os.path.isdir(D.FASHION_MNIST_ROOT) and not os.environ.get("CI"),
+  reason=f"no Fashion-MNIST in {D.FASHION_MNIST_ROOT}",
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,9 @@ def assert_reproduced(got: dict, expected: dict, name: str):
   if SAME_ENVIRONMENT:
     assert got == expected, name
   else:
-    np.testing.assert_allclose([got["sum"], got["sum_sq"]], [expected["sum"], expected["sum_sq"]],
-                               rtol=1e-4, err_msg=name)
+    np.testing.assert_allclose(
+      [got["sum"], got["sum_sq"]], [expected["sum"], expected["sum_sq"]], rtol=1e-4, err_msg=name
+    )
     for metric in ("UA", "RA", "TA", "MIA"):
       assert abs(got[metric] - expected[metric]) <= 1.0, (name, metric)
 

@@ -24,7 +24,8 @@ def negative_cross_entropy(logits, labels, teacher_logits=None):
 
 
 def kl_teacher_student(logits, teacher_logits):
-  r""":math:`\frac{1}{B}\sum_i \sum_c p^T_{ic} (\log p^T_{ic} - \log p^S_{ic})` (``kl_div`` batchmean)."""
+  r"""KL(teacher || student), ``kl_div`` batchmean:
+  :math:`\frac{1}{B}\sum_i \sum_c p^T_{ic} (\log p^T_{ic} - \log p^S_{ic})`."""
   log_p_teacher = jax.nn.log_softmax(teacher_logits)
   log_p_student = jax.nn.log_softmax(logits)
   return jnp.sum(jnp.exp(log_p_teacher) * (log_p_teacher - log_p_student)) / logits.shape[0]

@@ -1,4 +1,4 @@
-"""Gradient masks: SalUn's saliency mask and SFRon's Fisher-ratio mask (0/1 trees like the params)."""
+"""Gradient masks, 0/1 trees like the params: SalUn's saliency mask and SFRon's Fisher ratio."""
 
 from collections.abc import Callable
 
@@ -27,8 +27,15 @@ def _eval_grad_fn(graphdef: nnx.GraphDef, logits_loss: Callable) -> Callable:
   return grad
 
 
-def _mean_over_batches(grad_fn: Callable, state: TrainState, data: ArrayDataset, batch_size: int,
-                       rng: np.random.Generator, augment: bool, transform: Callable):
+def _mean_over_batches(
+  grad_fn: Callable,
+  state: TrainState,
+  data: ArrayDataset,
+  batch_size: int,
+  rng: np.random.Generator,
+  augment: bool,
+  transform: Callable,
+):
   """(1 / #batches) sum over one epoch of transform(grad of the batch-mean loss)."""
   total, count = None, 0
   for images, labels in epoch_batches(data, batch_size, rng, augment=augment):
@@ -38,9 +45,17 @@ def _mean_over_batches(grad_fn: Callable, state: TrainState, data: ArrayDataset,
   return jax.tree.map(lambda x: x / count, total)
 
 
-def salun_mask(graphdef: nnx.GraphDef, state: TrainState, forget: ArrayDataset,
-               retain: ArrayDataset, *, ratio: float = 0.5, batch_size: int = 128,
-               augment: bool = False, seed: int = 0):
+def salun_mask(
+  graphdef: nnx.GraphDef,
+  state: TrainState,
+  forget: ArrayDataset,
+  retain: ArrayDataset,
+  *,
+  ratio: float = 0.5,
+  batch_size: int = 128,
+  augment: bool = False,
+  seed: int = 0,
+):
   r"""The reference's SalUn mask: 1 on the top ``ratio`` of all weights by saliency.
 
   With :math:`G_f, G_r` the means over batches of the eval-mode gradients of :math:`-\mathrm{CE}`
@@ -61,15 +76,26 @@ def salun_mask(graphdef: nnx.GraphDef, state: TrainState, forget: ArrayDataset,
   chosen[order[:keep]] = True
   leaves, treedef = jax.tree.flatten(saliency)
   offsets = np.cumsum([0] + [leaf.size for leaf in leaves])
-  return jax.tree.unflatten(treedef, [
+  return jax.tree.unflatten(
+    treedef,
+    [
       jnp.asarray(chosen[a:b].reshape(leaf.shape), jnp.float32)
-      for leaf, a, b in zip(leaves, offsets[:-1], offsets[1:])
-  ])
+      for leaf, a, b in zip(leaves, offsets[:-1], offsets[1:], strict=True)
+    ],
+  )
 
 
-def fisher_mask(graphdef: nnx.GraphDef, state: TrainState, forget: ArrayDataset,
-                retain: ArrayDataset, *, batch_size: int = 128, augment: bool = False,
-                seed: int = 0, threshold: float = 1.0):
+def fisher_mask(
+  graphdef: nnx.GraphDef,
+  state: TrainState,
+  forget: ArrayDataset,
+  retain: ArrayDataset,
+  *,
+  batch_size: int = 128,
+  augment: bool = False,
+  seed: int = 0,
+  threshold: float = 1.0,
+):
   r"""SFRon's Fisher-ratio mask: :math:`(F_f + 10^{-15}) / (F_r + 10^{-15}) \ge` ``threshold``.
 
   :math:`F` is the mean over batches of the squared eval-mode gradient of the batch-mean CE.
@@ -79,4 +105,5 @@ def fisher_mask(graphdef: nnx.GraphDef, state: TrainState, forget: ArrayDataset,
   f_f = _mean_over_batches(grad_fn, state, forget, batch_size, rng, augment, jnp.square)
   f_r = _mean_over_batches(grad_fn, state, retain, batch_size, rng, augment, jnp.square)
   return jax.tree.map(
-      lambda a, b: ((a + 1e-15) / (b + 1e-15) >= threshold).astype(jnp.float32), f_f, f_r)
+    lambda a, b: ((a + 1e-15) / (b + 1e-15) >= threshold).astype(jnp.float32), f_f, f_r
+  )

@@ -62,8 +62,13 @@ class UnlearnConfig:
   augment: bool = False
 
   def __post_init__(self):
-    _check_positive(self, epochs=self.epochs, batch_size=self.batch_size,
-                    forget_lr=self.forget_lr, retain_lr=self.retain_lr)
+    _check_positive(
+      self,
+      epochs=self.epochs,
+      batch_size=self.batch_size,
+      forget_lr=self.forget_lr,
+      retain_lr=self.retain_lr,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +88,9 @@ class Method:
   def schedule(self, split: UnlearningSplit, config: UnlearnConfig) -> do.AlternatingSchedule:
     """Each epoch: every forget batch, then every retain batch (of the objectives it has)."""
     sizes = {do.FORGET: len(split.forget), do.RETAIN: len(split.retain)}
-    steps = {k: num_batches(n, config.batch_size) if k in self.losses else 0
-             for k, n in sizes.items()}
+    steps = {
+      k: num_batches(n, config.batch_size) if k in self.losses else 0 for k, n in sizes.items()
+    }
     return do.epoch_blocks(steps[do.FORGET], steps[do.RETAIN], config.epochs)
 
   def learning_rates(self, optimizer: str, config: UnlearnConfig) -> tuple[float, float]:
@@ -92,26 +98,35 @@ class Method:
     del optimizer
     return config.forget_lr, config.retain_lr
 
-  def optimizer(self, name: str, config: UnlearnConfig,
-                schedule: do.AlternatingSchedule) -> optax.GradientTransformationExtraArgs:
+  def optimizer(
+    self, name: str, config: UnlearnConfig, schedule: do.AlternatingSchedule
+  ) -> optax.GradientTransformationExtraArgs:
     """The ``sgd`` / ``adam`` / ``dual`` optimizer (reference ``unlearn/impl.py``)."""
     del schedule
     return _SHARED_OR_DUAL[name](*self.learning_rates(name, config))
 
-  def masks(self, graphdef: nnx.GraphDef, original: TrainState, split: UnlearningSplit,
-            config: UnlearnConfig, seed: int) -> dict[str, Any]:
+  def masks(
+    self,
+    graphdef: nnx.GraphDef,
+    original: TrainState,
+    split: UnlearningSplit,
+    config: UnlearnConfig,
+    seed: int,
+  ) -> dict[str, Any]:
     """Objective -> 0/1 gradient mask like the params; a missing objective is not masked."""
     del graphdef, original, split, config, seed
     return {}
 
-  def relabel(self, objective: str, labels: np.ndarray, rng: np.random.Generator,
-              num_classes: int) -> np.ndarray:
+  def relabel(
+    self, objective: str, labels: np.ndarray, rng: np.random.Generator, num_classes: int
+  ) -> np.ndarray:
     """The labels a batch of ``objective`` trains on."""
     del objective, rng, num_classes
     return labels
 
-  def extras(self, objective: str, step: int, schedule: do.AlternatingSchedule,
-             original: TrainState) -> dict[str, Any]:
+  def extras(
+    self, objective: str, step: int, schedule: do.AlternatingSchedule, original: TrainState
+  ) -> dict[str, Any]:
     """The traced extra inputs of the loss at global step ``step`` (see `classifier_loss`)."""
     del objective, step, schedule, original
     return {}
@@ -164,8 +179,16 @@ class SalUn(RL):
       raise ValueError(f"SalUn.ratio must lie in (0, 1], got {self.ratio!r}.")
 
   def masks(self, graphdef, original, split, config, seed):
-    mask = salun_mask(graphdef, original, split.forget, split.retain, ratio=self.ratio,
-                      batch_size=config.batch_size, augment=config.augment, seed=seed)
+    mask = salun_mask(
+      graphdef,
+      original,
+      split.forget,
+      split.retain,
+      ratio=self.ratio,
+      batch_size=config.batch_size,
+      augment=config.augment,
+      seed=seed,
+    )
     return {do.FORGET: mask, do.RETAIN: mask}
 
 
@@ -244,32 +267,49 @@ class SFRon(Method):
     total = schedule.steps_before(len(schedule), do.RETAIN)  # one retain step per iteration
 
     def cosine(base, objective):
-      return lambda count: base * (1 + jnp.cos(jnp.pi * self.iteration(count, objective) / total)) / 2
+      return lambda count: (
+        base * (1 + jnp.cos(jnp.pi * self.iteration(count, objective) / total)) / 2
+      )
 
     if name == "dual":
       tx = do.dualoptim(cosine(config.forget_lr, do.FORGET), cosine(config.retain_lr, do.RETAIN))
     else:
       factory, hyperparams = {
-          "sgd": (do.sgd_l2, {"momentum": 0.9, "weight_decay": 5e-4}),
-          "adam": (optax.adamw, {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.05}),
+        "sgd": (do.sgd_l2, {"momentum": 0.9, "weight_decay": 5e-4}),
+        "adam": (optax.adamw, {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.05}),
       }[name]
-      tx = do.shared_transform(factory, {do.FORGET: cosine(config.retain_lr, None),
-                                         do.RETAIN: cosine(config.retain_lr, None)}, **hyperparams)
-    clip_forget = do.dual_transform({do.FORGET: optax.clip_by_global_norm(self.max_norm),
-                                     do.RETAIN: optax.identity()})
+      tx = do.shared_transform(
+        factory,
+        {do.FORGET: cosine(config.retain_lr, None), do.RETAIN: cosine(config.retain_lr, None)},
+        **hyperparams,
+      )
+    clip_forget = do.dual_transform(
+      {do.FORGET: optax.clip_by_global_norm(self.max_norm), do.RETAIN: optax.identity()}
+    )
     return optax.chain(clip_forget, tx)
 
   def masks(self, graphdef, original, split, config, seed):
-    return {do.FORGET: fisher_mask(graphdef, original, split.forget, split.retain,
-                                   batch_size=config.batch_size, augment=config.augment,
-                                   seed=seed)}
+    return {
+      do.FORGET: fisher_mask(
+        graphdef,
+        original,
+        split.forget,
+        split.retain,
+        batch_size=config.batch_size,
+        augment=config.augment,
+        seed=seed,
+      )
+    }
 
   def extras(self, objective, step, schedule, original):
     if objective != do.FORGET:
       return {}
     iteration = schedule.steps_before(step, do.RETAIN)
     total = schedule.steps_before(len(schedule), do.RETAIN)
-    return {"lambd": self.lambd, "alpha": self.alpha * (1 + math.cos(math.pi * iteration / total)) / 2}
+    return {
+      "lambd": self.lambd,
+      "alpha": self.alpha * (1 + math.cos(math.pi * iteration / total)) / 2,
+    }
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (FT(), GA(), RL(), SalUn(), SCRUB(), SFRon())}
@@ -281,15 +321,15 @@ def hyperparameters(method: Method, config: UnlearnConfig) -> dict[str, Any]:
 
 
 def unlearn(
-    method: Method,
-    optimizer: str,
-    graphdef: nnx.GraphDef,
-    original: TrainState,
-    split: UnlearningSplit,
-    config: UnlearnConfig,
-    seed: int = 0,
-    on_epoch: Callable[[int, TrainState], None] | None = None,
-    progress: Callable | None = None,
+  method: Method,
+  optimizer: str,
+  graphdef: nnx.GraphDef,
+  original: TrainState,
+  split: UnlearningSplit,
+  config: UnlearnConfig,
+  seed: int = 0,
+  on_epoch: Callable[[int, TrainState], None] | None = None,
+  progress: Callable | None = None,
 ) -> TrainState:
   """Runs ``method`` with ``optimizer`` from the ``original`` model; returns the unlearned state.
 
@@ -303,28 +343,42 @@ def unlearn(
   schedule = method.schedule(split, config)
   tx = method.optimizer(optimizer, config, schedule)
   copy = lambda tree: jax.tree.map(jnp.array, tree)  # noqa: E731
-  state = TrainState(copy(original.params), copy(original.model_state), tx.init(original.params),
-                     jax.random.PRNGKey(seed))
+  state = TrainState(
+    copy(original.params),
+    copy(original.model_state),
+    tx.init(original.params),
+    jax.random.PRNGKey(seed),
+  )
   masks = method.masks(graphdef, original, split, config, seed)
-  step = make_step(tx, {k: losses.classifier_loss(graphdef, loss)
-                        for k, loss in method.losses.items()})
+  step = make_step(
+    tx, {k: losses.classifier_loss(graphdef, loss) for k, loss in method.losses.items()}
+  )
 
   rng = np.random.default_rng(seed)
   data = {do.FORGET: split.forget, do.RETAIN: split.retain}
-  batches = {k: cycle_batches(data[k], config.batch_size, rng, augment=config.augment)
-             for k in method.losses}
+  batches = {
+    k: cycle_batches(data[k], config.batch_size, rng, augment=config.augment) for k in method.losses
+  }
 
   def next_batch(objective):
     images, labels = next(batches[objective])
     return images, method.relabel(objective, labels, rng, split.forget.num_classes)
 
-  epoch_ends = {round(len(schedule) * e / config.epochs) - 1: e
-                for e in range(1, config.epochs + 1)}
+  epoch_ends = {
+    round(len(schedule) * e / config.epochs) - 1: e for e in range(1, config.epochs + 1)
+  }
 
   def after_step(t, state):
     if on_epoch is not None and t in epoch_ends:
       on_epoch(epoch_ends[t], state)
 
-  return run_schedule(state, schedule, step, next_batch, masks=masks,
-                      extras=lambda objective, t: method.extras(objective, t, schedule, original),
-                      after_step=after_step, progress=progress)
+  return run_schedule(
+    state,
+    schedule,
+    step,
+    next_batch,
+    masks=masks,
+    extras=lambda objective, t: method.extras(objective, t, schedule, original),
+    after_step=after_step,
+    progress=progress,
+  )

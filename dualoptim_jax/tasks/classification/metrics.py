@@ -32,8 +32,7 @@ def _logits_labels(logits, labels) -> tuple[np.ndarray, np.ndarray]:
   logits, labels = np.asarray(logits), np.asarray(labels)
   if logits.ndim != 2 or labels.shape != logits.shape[:1]:
     raise ValueError(
-        "Expected logits (n, classes) and labels (n,), got shapes "
-        f"{logits.shape} and {labels.shape}."
+      f"Expected logits (n, classes) and labels (n,), got shapes {logits.shape} and {labels.shape}."
     )
   if not len(labels):
     raise ValueError("Cannot evaluate an empty set.")
@@ -47,8 +46,8 @@ def accuracy(logits, labels) -> float:
 
 
 def predict_logits(
-    predict_fn: Callable[[np.ndarray], np.ndarray],
-    batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+  predict_fn: Callable[[np.ndarray], np.ndarray],
+  batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
 ) -> tuple[np.ndarray, np.ndarray]:
   """Concatenated ``(logits, labels)`` of the valid rows of padded batches.
 
@@ -63,8 +62,7 @@ def predict_logits(
     logits = np.asarray(predict_fn(images))
     if logits.shape[:1] != mask.shape or np.shape(labels) != mask.shape:
       raise ValueError(
-          f"Batch of {mask.shape} rows gave logits {logits.shape} and labels "
-          f"{np.shape(labels)}."
+        f"Batch of {mask.shape} rows gave logits {logits.shape} and labels {np.shape(labels)}."
       )
     all_logits.append(logits[mask])
     all_labels.append(np.asarray(labels)[mask])
@@ -84,9 +82,7 @@ def entropy(probs) -> np.ndarray:
   """``H(p) = -sum_c p_c log p_c`` per row, with ``0 log 0 = 0``."""
   p = np.asarray(probs, np.float64)
   if p.ndim != 2 or (p < 0).any():
-    raise ValueError(
-        f"Expected non-negative probabilities (n, classes), got shape {p.shape}."
-    )
+    raise ValueError(f"Expected non-negative probabilities (n, classes), got shape {p.shape}.")
   logp = np.log(np.where(p > 0, p, 1.0))
   return -np.sum(p * logp, axis=-1)
 
@@ -98,9 +94,7 @@ def mia_efficacy(probs_retain, probs_forget, probs_test) -> float:
   ``x = H(p)`` with ``y = 1`` for retain and ``y = 0`` for test samples, then
   returns ``100 * mean(predict(H(p_forget)))``.
   """
-  h_retain, h_forget, h_test = (
-      entropy(p) for p in (probs_retain, probs_forget, probs_test)
-  )
+  h_retain, h_forget, h_test = (entropy(p) for p in (probs_retain, probs_forget, probs_test))
   if not (len(h_retain) and len(h_forget) and len(h_test)):
     raise ValueError("Retain, forget and test sets must all be non-empty.")
   x = np.concatenate([h_retain, h_test])[:, None]
@@ -119,13 +113,13 @@ def unlearning_metrics(forget, retain, test) -> dict[str, float]:
     test: ``(logits, labels)`` on the test set.
   """
   (f_logits, f_labels), (r_logits, r_labels), (t_logits, t_labels) = (
-      _logits_labels(*s) for s in (forget, retain, test)
+    _logits_labels(*s) for s in (forget, retain, test)
   )
   return {
-      "UA": 100.0 - accuracy(f_logits, f_labels),
-      "RA": accuracy(r_logits, r_labels),
-      "TA": accuracy(t_logits, t_labels),
-      "MIA": mia_efficacy(softmax(r_logits), softmax(f_logits), softmax(t_logits)),
+    "UA": 100.0 - accuracy(f_logits, f_labels),
+    "RA": accuracy(r_logits, r_labels),
+    "TA": accuracy(t_logits, t_labels),
+    "MIA": mia_efficacy(softmax(r_logits), softmax(f_logits), softmax(t_logits)),
   }
 
 
@@ -136,12 +130,14 @@ def predict(graphdef: nnx.GraphDef, params, batch_stats, images) -> jax.Array:
 
 
 def evaluate(
-    graphdef: nnx.GraphDef, state: TrainState, split: UnlearningSplit, batch_size: int = 500
+  graphdef: nnx.GraphDef, state: TrainState, split: UnlearningSplit, batch_size: int = 500
 ) -> dict[str, float]:
   """`unlearning_metrics` of the model ``(graphdef, state)`` on ``split``."""
 
   def logits(dataset):
-    return predict_logits(lambda x: predict(graphdef, state.params, state.model_state, x),
-                          eval_batches(dataset, batch_size))
+    return predict_logits(
+      lambda x: predict(graphdef, state.params, state.model_state, x),
+      eval_batches(dataset, batch_size),
+    )
 
   return unlearning_metrics(logits(split.forget), logits(split.retain), logits(split.test))

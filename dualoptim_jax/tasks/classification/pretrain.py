@@ -32,7 +32,7 @@ def cosine_epoch_schedule(base_lr: float, epochs: int, steps_per_epoch: int) -> 
   """
   if epochs < 1 or steps_per_epoch < 1:
     raise ValueError(
-        f"epochs and steps_per_epoch must be positive, got {epochs} and {steps_per_epoch}."
+      f"epochs and steps_per_epoch must be positive, got {epochs} and {steps_per_epoch}."
     )
 
   def schedule(count):
@@ -43,19 +43,19 @@ def cosine_epoch_schedule(base_lr: float, epochs: int, steps_per_epoch: int) -> 
 
 
 def train_classifier(
-    model: nnx.Module,
-    dataset: ArrayDataset,
-    *,
-    epochs: int,
-    batch_size: int = 128,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    seed: int = 0,
-    augment: bool = False,
-    checkpoint_dir=None,
-    progress: bool = True,
-    desc: str = "train",
+  model: nnx.Module,
+  dataset: ArrayDataset,
+  *,
+  epochs: int,
+  batch_size: int = 128,
+  lr: float = 0.1,
+  momentum: float = 0.9,
+  weight_decay: float = 5e-4,
+  seed: int = 0,
+  augment: bool = False,
+  checkpoint_dir=None,
+  progress: bool = True,
+  desc: str = "train",
 ) -> tuple[nnx.GraphDef, TrainState]:
   """Trains ``model`` on ``dataset`` for ``epochs`` epochs with SGD and cross-entropy.
 
@@ -93,27 +93,35 @@ def train_classifier(
     raise ValueError(f"epochs must be positive, got {epochs}.")
   steps_per_epoch = num_batches(len(dataset), batch_size)
   tx = sgd_l2(
-      cosine_epoch_schedule(lr, epochs, steps_per_epoch),
-      momentum=momentum,
-      weight_decay=weight_decay,
+    cosine_epoch_schedule(lr, epochs, steps_per_epoch),
+    momentum=momentum,
+    weight_decay=weight_decay,
   )
   graphdef, state = init_state(model, tx, seed)
-  hyperparameters = {"num_samples": len(dataset), "batch_size": batch_size, "lr": lr,
-                     "momentum": momentum, "weight_decay": weight_decay, "seed": seed,
-                     "augment": augment}
+  hyperparameters = {
+    "num_samples": len(dataset),
+    "batch_size": batch_size,
+    "lr": lr,
+    "momentum": momentum,
+    "weight_decay": weight_decay,
+    "seed": seed,
+    "augment": augment,
+  }
 
   start, total_seconds = 0, 0.0
   if checkpoint_dir is not None:
     start = checkpoint.latest_step(checkpoint_dir) or 0
   if start > epochs:
     raise ValueError(
-        f"{checkpoint_dir} holds a checkpoint of epoch {start}, past the {epochs} epochs asked for."
+      f"{checkpoint_dir} holds a checkpoint of epoch {start}, past the {epochs} epochs asked for."
     )
   if start:
     saved = checkpoint.read_metadata(checkpoint_dir, start)
     if saved.get("hyperparameters", hyperparameters) != hyperparameters:
-      raise ValueError(f"{checkpoint_dir} holds a run with other hyper-parameters "
-                       f"({saved['hyperparameters']}, asked for {hyperparameters}).")
+      raise ValueError(
+        f"{checkpoint_dir} holds a run with other hyper-parameters "
+        f"({saved['hyperparameters']}, asked for {hyperparameters})."
+      )
     total_seconds = saved.get("total_seconds")
     state = checkpoint.restore(checkpoint_dir, state, step=start)
   else:
@@ -124,11 +132,11 @@ def train_classifier(
 
   step = make_step(tx, classifier_loss(graphdef, cross_entropy))
   with tqdm(
-      total=epochs * steps_per_epoch,
-      initial=start * steps_per_epoch,
-      desc=desc,
-      unit="step",
-      disable=not progress,
+    total=epochs * steps_per_epoch,
+    initial=start * steps_per_epoch,
+    desc=desc,
+    unit="step",
+    disable=not progress,
   ) as bar:
     for epoch in range(start, epochs):
       begin = time.perf_counter()
@@ -143,7 +151,12 @@ def train_classifier(
       if checkpoint_dir is not None:
         seconds = time.perf_counter() - begin
         total_seconds = None if total_seconds is None else total_seconds + seconds
-        metadata = {"epoch": epoch + 1, "loss": loss, "seconds": seconds,
-                    "total_seconds": total_seconds, "hyperparameters": hyperparameters}
+        metadata = {
+          "epoch": epoch + 1,
+          "loss": loss,
+          "seconds": seconds,
+          "total_seconds": total_seconds,
+          "hyperparameters": hyperparameters,
+        }
         checkpoint.save(checkpoint_dir, epoch + 1, state, metadata=metadata)
   return graphdef, state

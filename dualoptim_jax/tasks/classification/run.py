@@ -24,11 +24,11 @@ from dualoptim_jax.core import TrainState, checkpoint
 from dualoptim_jax.data import ArrayDataset, UnlearningSplit, load_setting
 from dualoptim_jax.models import ResNet18
 from dualoptim_jax.tasks.classification.methods import (
-    METHODS,
-    Method,
-    UnlearnConfig,
-    hyperparameters,
-    unlearn,
+  METHODS,
+  Method,
+  UnlearnConfig,
+  hyperparameters,
+  unlearn,
 )
 from dualoptim_jax.tasks.classification.metrics import METRICS, evaluate
 from dualoptim_jax.tasks.classification.pretrain import train_classifier
@@ -63,8 +63,12 @@ class ExperimentConfig:
   pretrain_augment: bool = False
   unlearn: UnlearnConfig = UnlearnConfig()
   forget_lr: dict = dataclasses.field(default_factory=dict)
-  methods: tuple[Method, ...] = (METHODS["RL"], METHODS["SalUn"], METHODS["SCRUB"],
-                                 METHODS["SFRon"])
+  methods: tuple[Method, ...] = (
+    METHODS["RL"],
+    METHODS["SalUn"],
+    METHODS["SCRUB"],
+    METHODS["SFRon"],
+  )
   optimizers: tuple[str, ...] = ("sgd", "dual")
   seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
   track_epochs: tuple[str, ...] = ("SFRon",)
@@ -79,18 +83,31 @@ class ExperimentConfig:
 
 
 def _new_model(config: ExperimentConfig, data: ArrayDataset, seed: int) -> nnx.Module:
-  return ResNet18(data.num_classes, width=config.width, mean=data.mean, std=data.std,
-                  rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")))
+  return ResNet18(
+    data.num_classes,
+    width=config.width,
+    mean=data.mean,
+    std=data.std,
+    rngs=nnx.Rngs(jax.random.key(seed, impl="rbg")),
+  )
 
 
-def pretrain(config: ExperimentConfig, dataset: ArrayDataset, directory: pathlib.Path, seed: int,
-             desc: str):
+def pretrain(
+  config: ExperimentConfig, dataset: ArrayDataset, directory: pathlib.Path, seed: int, desc: str
+):
   """Trains (or restores) a model; returns its graphdef, state and training wall time in seconds,
   summed over every sitting that trained it (None for checkpoints that did not record it)."""
   graphdef, state = train_classifier(
-      _new_model(config, dataset, seed), dataset, epochs=config.pretrain_epochs,
-      batch_size=config.pretrain_batch_size, lr=config.pretrain_lr,
-      augment=config.pretrain_augment, seed=seed, checkpoint_dir=directory, desc=desc)
+    _new_model(config, dataset, seed),
+    dataset,
+    epochs=config.pretrain_epochs,
+    batch_size=config.pretrain_batch_size,
+    lr=config.pretrain_lr,
+    augment=config.pretrain_augment,
+    seed=seed,
+    checkpoint_dir=directory,
+    desc=desc,
+  )
   return graphdef, state, checkpoint.read_metadata(directory).get("total_seconds")
 
 
@@ -103,13 +120,23 @@ def _run_path(out: pathlib.Path, method: str, optimizer: str | None, seed: int) 
 def _check_hyperparameters(path: pathlib.Path, expected: dict) -> None:
   saved = json.loads(path.read_text()).get("hyperparameters")
   if saved != expected:
-    raise ValueError(f"{path} was run with other hyper-parameters ({saved}, asked for "
-                     f"{expected}); use another --out.")
+    raise ValueError(
+      f"{path} was run with other hyper-parameters ({saved}, asked for "
+      f"{expected}); use another --out."
+    )
 
 
-def run_one(config: ExperimentConfig, method: Method, optimizer: str, seed: int,
-            graphdef: nnx.GraphDef, original: TrainState, split: UnlearningSplit,
-            out: pathlib.Path, wall: dict) -> None:
+def run_one(
+  config: ExperimentConfig,
+  method: Method,
+  optimizer: str,
+  seed: int,
+  graphdef: nnx.GraphDef,
+  original: TrainState,
+  split: UnlearningSplit,
+  out: pathlib.Path,
+  wall: dict,
+) -> None:
   """One unlearning run; writes its JSON (metrics, per-epoch curve if tracked, phase times)."""
   unlearn_config = config.unlearn_config(optimizer)
   curve, curve_seconds = [], [0.0]
@@ -121,29 +148,56 @@ def run_one(config: ExperimentConfig, method: Method, optimizer: str, seed: int,
     curve_seconds[0] += time.perf_counter() - start
 
   start = time.perf_counter()
-  state = unlearn(method, optimizer, graphdef, original, split, unlearn_config, seed=seed,
-                  on_epoch=on_epoch if method.name in config.track_epochs else None,
-                  progress=lambda schedule: tqdm(schedule, leave=False,
-                                                 desc=f"{method.name}/{optimizer}/seed {seed}"))
+  state = unlearn(
+    method,
+    optimizer,
+    graphdef,
+    original,
+    split,
+    unlearn_config,
+    seed=seed,
+    on_epoch=on_epoch if method.name in config.track_epochs else None,
+    progress=lambda schedule: tqdm(
+      schedule, leave=False, desc=f"{method.name}/{optimizer}/seed {seed}"
+    ),
+  )
   jax.block_until_ready(state)
   unlearn_seconds = time.perf_counter() - start - curve_seconds[0]
   start = time.perf_counter()
   metrics = evaluate(graphdef, state, split)
-  E.save_run_json(_run_path(out, method.name, optimizer, seed), {
-      "config": config.name, "method": method.name, "optimizer": optimizer, "seed": seed,
-      **metrics, "curve": curve, "hyperparameters": hyperparameters(method, unlearn_config),
-      "seconds": {**wall, "unlearning": unlearn_seconds, "curve_evaluation": curve_seconds[0],
-                  "evaluation": time.perf_counter() - start},
-  })
+  E.save_run_json(
+    _run_path(out, method.name, optimizer, seed),
+    {
+      "config": config.name,
+      "method": method.name,
+      "optimizer": optimizer,
+      "seed": seed,
+      **metrics,
+      "curve": curve,
+      "hyperparameters": hyperparameters(method, unlearn_config),
+      "seconds": {
+        **wall,
+        "unlearning": unlearn_seconds,
+        "curve_evaluation": curve_seconds[0],
+        "evaluation": time.perf_counter() - start,
+      },
+    },
+  )
 
 
 def write_table(out: pathlib.Path, config: ExperimentConfig) -> str:
   """Writes table.md, table.csv and curves.png from the run JSONs of the config's methods,
   optimizers and seeds; returns the Markdown table."""
   order = [(REFERENCE, "sgd"), (ORIGINAL, "sgd")] + [
-      (m.name, o) for m in config.methods for o in config.optimizers]
-  runs = [r for r in E.load_runs(out / "runs") if r.get("config") == config.name
-          and r["seed"] in config.seeds and (r["method"], r["optimizer"]) in order]
+    (m.name, o) for m in config.methods for o in config.optimizers
+  ]
+  runs = [
+    r
+    for r in E.load_runs(out / "runs")
+    if r.get("config") == config.name
+    and r["seed"] in config.seeds
+    and (r["method"], r["optimizer"]) in order
+  ]
   groups = E.group_runs(runs)
   reference = groups.pop((REFERENCE, "sgd"), None)
   if not reference:
@@ -160,16 +214,24 @@ def write_table(out: pathlib.Path, config: ExperimentConfig) -> str:
     rows[label] = csv_rows[(method, optimizer)] = summary
     if all(r["curve"] and r["seed"] in originals for r in group):
       # Epoch 0 is the original model of the run's seed.
-      curves[label] = np.array([[[point[m.name] for m in METRICS]
-                                 for point in [originals[r["seed"]], *r["curve"]]]
-                                for r in group])
+      curves[label] = np.array(
+        [
+          [[point[m.name] for m in METRICS] for point in [originals[r["seed"]], *r["curve"]]]
+          for r in group
+        ]
+      )
   table = E.markdown_table(rows, METRICS) + "".join(f"\n{note}\n" for note in notes)
   (out / "table.md").write_text(f"# {config.name}: seeds {rt_seeds}\n\n{table}\n")
   E.write_csv(csv_rows, out / "table.csv", METRICS)
   if curves:
-    E.plot_curves(curves, out / "curves.png", METRICS, ref=E.reference(reference, METRICS),
-                  title=f"{config.name}: metrics over unlearning epochs (epoch 0: the original "
-                        f"model), seeds {rt_seeds}")
+    E.plot_curves(
+      curves,
+      out / "curves.png",
+      METRICS,
+      ref=E.reference(reference, METRICS),
+      title=f"{config.name}: metrics over unlearning epochs (epoch 0: the original "
+      f"model), seeds {rt_seeds}",
+    )
   return table
 
 
@@ -193,22 +255,36 @@ def run_table(config: ExperimentConfig, out: pathlib.Path, data_root=None) -> st
   if missing:
     setting = load_setting(config.setting, data_root)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    graphdef, original, seconds = pretrain(config, setting.pool, out / "checkpoints" / "original",
-                                           0, "original")
+    graphdef, original, seconds = pretrain(
+      config, setting.pool, out / "checkpoints" / "original", 0, "original"
+    )
     wall = {"pretraining": seconds}
   for seed, todo in missing.items():
     split = setting.split(seed)
-    _, retrained, seconds = pretrain(config, split.retain,
-                                     out / "checkpoints" / f"retrain-seed{seed}", seed,
-                                     f"retrain seed {seed}")
+    _, retrained, seconds = pretrain(
+      config,
+      split.retain,
+      out / "checkpoints" / f"retrain-seed{seed}",
+      seed,
+      f"retrain seed {seed}",
+    )
     wall_seed = {**wall, "retraining": seconds}
     # The retrained reference, and the original model before unlearning for comparison.
     for name, state in ((REFERENCE, retrained), (ORIGINAL, original)):
       path = _run_path(out, name, None, seed)
       if not path.exists():
-        E.save_run_json(path, {"config": config.name, "method": name, "optimizer": "sgd",
-                               "seed": seed, **evaluate(graphdef, state, split),
-                               "curve": [], "seconds": wall_seed})
+        E.save_run_json(
+          path,
+          {
+            "config": config.name,
+            "method": name,
+            "optimizer": "sgd",
+            "seed": seed,
+            **evaluate(graphdef, state, split),
+            "curve": [],
+            "seconds": wall_seed,
+          },
+        )
     for method, optimizer in tqdm(todo, desc=f"seed {seed}"):
       run_one(config, method, optimizer, seed, graphdef, original, split, out, wall_seed)
   return write_table(out, config)

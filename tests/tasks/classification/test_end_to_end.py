@@ -4,9 +4,10 @@ import jax
 import numpy as np
 import optax
 import pytest
-from conftest import accuracy
 
 from dualoptim_jax.tasks.classification import METHODS, UnlearnConfig, salun_mask, unlearn
+
+from conftest import accuracy
 
 CONFIG = UnlearnConfig(epochs=5, batch_size=32, forget_lr=1e-2, retain_lr=1e-2)
 
@@ -35,8 +36,16 @@ def _count(opt_state, objective):
 def test_objectives_use_their_own_optimizer_state(problem):
   graphdef, original, _, split = problem
   seen = []
-  final = unlearn(METHODS["GA"], "dual", graphdef, original, split, CONFIG, seed=0,
-                  on_epoch=lambda epoch, state: seen.append(epoch))
+  final = unlearn(
+    METHODS["GA"],
+    "dual",
+    graphdef,
+    original,
+    split,
+    CONFIG,
+    seed=0,
+    on_epoch=lambda epoch, state: seen.append(epoch),
+  )
   assert _count(final.opt_state, "forget") == 5 * 2  # AdamW ran every GA step (40 / 32 -> 2)
   retain = final.opt_state.inner_states["retain"]
   assert all(float(abs(x).sum()) == 0 for x in jax.tree.leaves(retain))  # untouched
@@ -66,7 +75,9 @@ def test_same_seed_same_result(problem):
   graphdef, original, _, split = problem
   a = unlearn(METHODS["SalUn"], "dual", graphdef, original, split, CONFIG, seed=3)
   b = unlearn(METHODS["SalUn"], "dual", graphdef, original, split, CONFIG, seed=3)
-  assert all(bool((x == y).all()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  assert all(
+    bool((x == y).all()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  )
 
 
 def test_salun_masked_weights_only_decay_in_both_phases(problem):
@@ -74,12 +85,17 @@ def test_salun_masked_weights_only_decay_in_both_phases(problem):
   SGD's decays scale every masked weight by the same factor, so theta_T / theta_0 is one number."""
   graphdef, original, _, split = problem
   config = UnlearnConfig(epochs=1, batch_size=32, forget_lr=1e-2, retain_lr=1e-2)
-  mask = salun_mask(graphdef, original, split.forget, split.retain, ratio=0.5, batch_size=32,
-                    seed=0)
+  mask = salun_mask(
+    graphdef, original, split.forget, split.retain, ratio=0.5, batch_size=32, seed=0
+  )
   final = unlearn(METHODS["SalUn"], "dual", graphdef, original, split, config, seed=0)
   ratios, moved = [], []
-  for p0, p1, m in zip(jax.tree.leaves(original.params), jax.tree.leaves(final.params),
-                       jax.tree.leaves(mask)):
+  for p0, p1, m in zip(
+    jax.tree.leaves(original.params),
+    jax.tree.leaves(final.params),
+    jax.tree.leaves(mask),
+    strict=True,
+  ):
     p0, p1, m = np.asarray(p0), np.asarray(p1), np.asarray(m)
     keep = (m == 0) & (np.abs(p0) > 1e-3)
     ratios.append(p1[keep] / p0[keep])

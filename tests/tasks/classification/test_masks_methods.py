@@ -11,23 +11,25 @@ from dualoptim_jax.core import TrainState, make_step
 from dualoptim_jax.data import to_float
 from dualoptim_jax.models import apply
 from dualoptim_jax.tasks.classification import (
-    METHODS,
-    SCRUB,
-    SalUn,
-    SFRon,
-    UnlearnConfig,
-    fisher_mask,
-    salun_mask,
-    unlearn,
+  METHODS,
+  SCRUB,
+  SalUn,
+  SFRon,
+  UnlearnConfig,
+  fisher_mask,
+  salun_mask,
+  unlearn,
 )
 from dualoptim_jax.tasks.classification.losses import classifier_loss, cross_entropy
 
 
 def full_grad(graphdef, state, data, sign=1.0):
   """Eval-mode gradient of the mean CE over a whole set (independent of batching)."""
+
   def f(params):
     logits, _ = apply(graphdef, params, state.model_state, to_float(data.images), train=False)
     return sign * cross_entropy(logits, data.labels)
+
   return jax.grad(f)(state.params)
 
 
@@ -36,8 +38,12 @@ def test_salun_mask_keeps_the_top_half_by_saliency(problem):
   mask = salun_mask(graphdef, original, split.forget, split.retain, ratio=0.5, batch_size=40)
   g_f = full_grad(graphdef, original, split.forget, -1.0)
   g_r = full_grad(graphdef, original, split.retain, -1.0)
-  saliency = np.concatenate([np.ravel(np.abs(f) - np.abs(r)) for f, r in
-                             zip(jax.tree.leaves(g_f), jax.tree.leaves(g_r))])
+  saliency = np.concatenate(
+    [
+      np.ravel(np.abs(f) - np.abs(r))
+      for f, r in zip(jax.tree.leaves(g_f), jax.tree.leaves(g_r), strict=True)
+    ]
+  )
   kept = np.concatenate([np.ravel(m) for m in jax.tree.leaves(mask)])
   assert kept.sum() == int(0.5 * kept.size)
   assert saliency[kept == 1].min() >= saliency[kept == 0].max() - 1e-6
@@ -51,36 +57,50 @@ def test_fisher_mask_is_the_ratio_of_squared_gradients(problem):
   mask = fisher_mask(graphdef, original, forget, retain, batch_size=40)
   f_f = jax.tree.map(jnp.square, full_grad(graphdef, original, forget))
   f_r = jax.tree.map(jnp.square, full_grad(graphdef, original, retain))
-  expected = jax.tree.map(lambda a, b: ((a + 1e-15) / (b + 1e-15) >= 1).astype(np.float32),
-                          f_f, f_r)
-  agree = [np.mean(np.asarray(m) == np.asarray(e)) for m, e in
-           zip(jax.tree.leaves(mask), jax.tree.leaves(expected))]
+  expected = jax.tree.map(
+    lambda a, b: ((a + 1e-15) / (b + 1e-15) >= 1).astype(np.float32), f_f, f_r
+  )
+  agree = [
+    np.mean(np.asarray(m) == np.asarray(e))
+    for m, e in zip(jax.tree.leaves(mask), jax.tree.leaves(expected), strict=True)
+  ]
   assert min(agree) > 0.999  # float32 summation order may flip near-ties
 
 
 def _copy(state, tx):
   copy = lambda t: jax.tree.map(jnp.array, t)  # noqa: E731
-  return TrainState(copy(state.params), copy(state.model_state), tx.init(state.params),
-                    jax.random.PRNGKey(0))
+  return TrainState(
+    copy(state.params), copy(state.model_state), tx.init(state.params), jax.random.PRNGKey(0)
+  )
 
 
 def test_masked_weights_get_only_the_weight_decay(problem):
   graphdef, original, _, split = problem
   tx = dj.shared_sgd(0.1, 0.1, weight_decay=0.01)
   state = _copy(original, tx)
-  mask = jax.tree.map(lambda p: (jnp.arange(p.size).reshape(p.shape) % 2).astype(jnp.float32),
-                      original.params)
+  mask = jax.tree.map(
+    lambda p: (jnp.arange(p.size).reshape(p.shape) % 2).astype(jnp.float32), original.params
+  )
   step = make_step(tx, {"retain": classifier_loss(graphdef, cross_entropy)})
   batch = to_float(split.retain.images[:32]), split.retain.labels[:32]
   new, metrics = step(state, batch, objective="retain", mask=mask)
-  for p0, p1, m in zip(jax.tree.leaves(original.params), jax.tree.leaves(new.params),
-                       jax.tree.leaves(mask)):
+  for p0, p1, m in zip(
+    jax.tree.leaves(original.params),
+    jax.tree.leaves(new.params),
+    jax.tree.leaves(mask),
+    strict=True,
+  ):
     masked = np.asarray(m) == 0
-    np.testing.assert_allclose(np.asarray(p1)[masked], np.asarray(p0)[masked] * (1 - 0.1 * 0.01),
-                               rtol=1e-6)
-  np.testing.assert_allclose(metrics["loss"], cross_entropy(
-      apply(graphdef, original.params, original.model_state, batch[0], train=True)[0], batch[1]),
-      rtol=1e-6)
+    np.testing.assert_allclose(
+      np.asarray(p1)[masked], np.asarray(p0)[masked] * (1 - 0.1 * 0.01), rtol=1e-6
+    )
+  np.testing.assert_allclose(
+    metrics["loss"],
+    cross_entropy(
+      apply(graphdef, original.params, original.model_state, batch[0], train=True)[0], batch[1]
+    ),
+    rtol=1e-6,
+  )
 
 
 def test_scrub_teacher_is_the_original_model_in_train_mode(problem):
@@ -96,8 +116,12 @@ def test_scrub_teacher_is_the_original_model_in_train_mode(problem):
   logits = apply(graphdef, original.params, original.model_state, batch[0], train=True)[0]
   np.testing.assert_allclose(loss, 2.0 * cross_entropy(logits, batch[1]), rtol=1e-6)
   forget_loss, _ = classifier_loss(graphdef, scrub.losses["forget"])(
-      original.params, original.model_state, batch, None,
-      scrub.extras("forget", 0, schedule, original))
+    original.params,
+    original.model_state,
+    batch,
+    None,
+    scrub.extras("forget", 0, schedule, original),
+  )
   assert abs(float(forget_loss)) < 1e-6
 
 
@@ -120,8 +144,9 @@ def test_sfron_schedule_and_forget_weight_follow_its_iterations(problem):
   np.testing.assert_allclose(alphas, [10.0 * (1 + np.cos(np.pi * i / 12)) / 2 for i in (0, 5, 10)])
   assert sfron.extras("retain", 1, schedule, original) == {}
   # Without `iters`: epochs x retain batches (360 retain samples at batch 32 -> 12 per epoch).
-  assert SFRon().schedule(split, UnlearnConfig(epochs=2, batch_size=32)).steps_before(
-      29, "retain") == 24
+  assert (
+    SFRon().schedule(split, UnlearnConfig(epochs=2, batch_size=32)).steps_before(29, "retain") == 24
+  )
 
 
 def test_unknown_optimizer(problem):
@@ -130,7 +155,9 @@ def test_unknown_optimizer(problem):
     unlearn(METHODS["RL"], "duel", graphdef, original, split, UnlearnConfig())
 
 
-@pytest.mark.parametrize("make, message", [
+@pytest.mark.parametrize(
+  "make, message",
+  [
     (lambda: UnlearnConfig(epochs=0), "UnlearnConfig.epochs must be positive"),
     (lambda: UnlearnConfig(batch_size=-1), "UnlearnConfig.batch_size must be positive"),
     (lambda: UnlearnConfig(forget_lr=-1e-4), "UnlearnConfig.forget_lr must be positive"),
@@ -139,7 +166,8 @@ def test_unknown_optimizer(problem):
     (lambda: SFRon(iters=0), "SFRon.iters must be positive"),
     (lambda: SFRon(max_norm=0.0), "SFRon.max_norm must be positive"),
     (lambda: SalUn(ratio=1.5), r"SalUn.ratio must lie in \(0, 1\]"),
-])
+  ],
+)
 def test_bad_hyperparameters_are_refused(make, message):
   with pytest.raises(ValueError, match=message):
     make()

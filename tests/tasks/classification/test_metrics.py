@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from dualoptim_jax.tasks.classification.metrics import (
-    accuracy,
-    entropy,
-    mia_efficacy,
-    predict_logits,
-    softmax,
-    unlearning_metrics,
+  accuracy,
+  entropy,
+  mia_efficacy,
+  predict_logits,
+  softmax,
+  unlearning_metrics,
 )
 
 C = 10
@@ -33,10 +33,12 @@ def test_accuracy():
 
 
 @pytest.mark.parametrize(
-    "logits, labels, message",
-    [(np.zeros((3, 2)), np.zeros(2), r"logits \(n, classes\)"),
-     (np.zeros(3), np.zeros(3), r"logits \(n, classes\)"),
-     (np.zeros((0, 2)), np.zeros(0), "empty")],
+  "logits, labels, message",
+  [
+    (np.zeros((3, 2)), np.zeros(2), r"logits \(n, classes\)"),
+    (np.zeros(3), np.zeros(3), r"logits \(n, classes\)"),
+    (np.zeros((0, 2)), np.zeros(0), "empty"),
+  ],
 )
 def test_accuracy_bad_input(logits, labels, message):
   with pytest.raises(ValueError, match=message):
@@ -46,8 +48,8 @@ def test_accuracy_bad_input(logits, labels, message):
 def test_predict_logits_drops_padding():
   # The "images" are the logits themselves; the last batch is padded with one row.
   batches = [
-      (np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 0]), np.array([True, True])),
-      (np.array([[5.0, 0.0], [9.0, 9.0]]), np.array([0, -1]), np.array([True, False])),
+    (np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 0]), np.array([True, True])),
+    (np.array([[5.0, 0.0], [9.0, 9.0]]), np.array([0, -1]), np.array([True, False])),
   ]
   logits, labels = predict_logits(lambda x: 2 * x, batches)
   np.testing.assert_array_equal(logits, [[2.0, 0.0], [0.0, 2.0], [10.0, 0.0]])
@@ -73,12 +75,12 @@ def test_entropy():
 
 
 @pytest.mark.parametrize(
-    "forget, expected",
-    [
-        (_confident(20), 100.0),  # looks like retain: all members
-        (_uniform(20), 0.0),  # looks like test: no members
-        (np.concatenate([_confident(10), _uniform(10)]), 50.0),
-    ],
+  "forget, expected",
+  [
+    (_confident(20), 100.0),  # looks like retain: all members
+    (_uniform(20), 0.0),  # looks like test: no members
+    (np.concatenate([_confident(10), _uniform(10)]), 50.0),
+  ],
 )
 def test_mia_separable(forget, expected):
   # Retain and test are separated by entropy (1e-4 vs 2.3 nats), unequal in size

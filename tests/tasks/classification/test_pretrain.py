@@ -9,12 +9,13 @@ import pytest
 from flax import nnx
 
 import dualoptim_jax as dj
-from helpers import assert_trees_equal
 from dualoptim_jax.core import checkpoint, init_state
 from dualoptim_jax.data import ArrayDataset, eval_batches
 from dualoptim_jax.models import ResNet18
 from dualoptim_jax.tasks.classification import pretrain as train
 from dualoptim_jax.tasks.classification.metrics import accuracy, predict, predict_logits
+
+from helpers import assert_trees_equal
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,8 @@ def test_resumed_training_is_bit_identical(model, tmp_path, monkeypatch):
 
 def _accuracy(graphdef, state, data):
   logits, labels = predict_logits(
-      lambda x: predict(graphdef, state.params, state.model_state, x), eval_batches(data, 48))
+    lambda x: predict(graphdef, state.params, state.model_state, x), eval_batches(data, 48)
+  )
   return accuracy(logits, labels)
 
 

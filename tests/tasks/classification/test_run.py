@@ -11,12 +11,12 @@ from dualoptim_jax.core import checkpoint
 from dualoptim_jax.data import ArrayDataset, Setting
 from dualoptim_jax.data import settings as data_settings
 from dualoptim_jax.tasks.classification import (
-    METRICS,
-    ExperimentConfig,
-    SFRon,
-    UnlearnConfig,
-    run_table,
-    write_table,
+  METRICS,
+  ExperimentConfig,
+  SFRon,
+  UnlearnConfig,
+  run_table,
+  write_table,
 )
 from dualoptim_jax.tasks.classification import run as runner
 
@@ -38,37 +38,68 @@ def synthetic_setting(root):
 def tiny(monkeypatch):
   monkeypatch.setitem(data_settings.SETTINGS, "synthetic", synthetic_setting)
   return ExperimentConfig(
-      name="tiny", setting="synthetic", width=2, pretrain_epochs=2, pretrain_batch_size=16,
-      unlearn=UnlearnConfig(epochs=2, batch_size=16), forget_lr={"sgd": 0.01, "dual": 1e-3},
-      methods=(SFRon(),), optimizers=("sgd", "dual"), seeds=(1,))
+    name="tiny",
+    setting="synthetic",
+    width=2,
+    pretrain_epochs=2,
+    pretrain_batch_size=16,
+    unlearn=UnlearnConfig(epochs=2, batch_size=16),
+    forget_lr={"sgd": 0.01, "dual": 1e-3},
+    methods=(SFRon(),),
+    optimizers=("sgd", "dual"),
+    seeds=(1,),
+  )
 
 
 def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path, monkeypatch):
   plotted = []
   real_plot = E.plot_curves
-  monkeypatch.setattr(E, "plot_curves", lambda *a, **k: plotted.append((a, k)) or real_plot(*a, **k))
+  monkeypatch.setattr(
+    E, "plot_curves", lambda *a, **k: plotted.append((a, k)) or real_plot(*a, **k)
+  )
   run_table(tiny, tmp_path)
   names = sorted(p.name for p in (tmp_path / "runs").iterdir())
-  assert names == ["Original-seed1.json", "RT-seed1.json", "SFRon-dual-seed1.json",
-                   "SFRon-sgd-seed1.json"]
+  assert names == [
+    "Original-seed1.json",
+    "RT-seed1.json",
+    "SFRon-dual-seed1.json",
+    "SFRon-sgd-seed1.json",
+  ]
   result = json.loads((tmp_path / "runs" / "SFRon-dual-seed1.json").read_text())
   assert {"UA", "RA", "TA", "MIA"} <= result.keys()
   assert len(result["curve"]) == 2  # SFRon is tracked every epoch
   assert result["hyperparameters"] == {
-      "epochs": 2, "batch_size": 16, "forget_lr": 1e-3, "retain_lr": 0.01, "augment": False,
-      "alpha": 25.0, "lambd": 0.5, "freq": 5, "iters": None, "max_norm": 7.0}
-  assert set(result["seconds"]) == {"pretraining", "retraining", "unlearning",
-                                    "curve_evaluation", "evaluation"}
+    "epochs": 2,
+    "batch_size": 16,
+    "forget_lr": 1e-3,
+    "retain_lr": 0.01,
+    "augment": False,
+    "alpha": 25.0,
+    "lambd": 0.5,
+    "freq": 5,
+    "iters": None,
+    "max_norm": 7.0,
+  }
+  assert set(result["seconds"]) == {
+    "pretraining",
+    "retraining",
+    "unlearning",
+    "curve_evaluation",
+    "evaluation",
+  }
   # Training times come from the checkpoints, so later sittings report them too.
-  assert result["seconds"]["retraining"] == checkpoint.read_metadata(
-      tmp_path / "checkpoints" / "retrain-seed1")["total_seconds"] > 0
+  assert (
+    result["seconds"]["retraining"]
+    == checkpoint.read_metadata(tmp_path / "checkpoints" / "retrain-seed1")["total_seconds"]
+    > 0
+  )
   table = (tmp_path / "table.md").read_text()
   rows = [line.split(" | ")[0] for line in table.strip().splitlines()[4:]]
   assert rows == ["| RT", "| Original", "| SFRon (sgd)", "| SFRon (dual)"]  # the config's order
   assert " ± " not in table and table.strip().splitlines()[4].endswith("| 0.00 | n/a |")  # 1 seed
   assert (tmp_path / "table.csv").exists() and (tmp_path / "curves.png").stat().st_size > 0
   # The curves start at epoch 0, the original model of the seed, and the title names the seeds.
-  (args, kwargs), = plotted
+  ((args, kwargs),) = plotted
   original = json.loads((tmp_path / "runs" / "Original-seed1.json").read_text())
   curve = args[0]["SFRon (dual)"]
   assert curve.shape == (1, 3, 4)
@@ -91,7 +122,10 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
   run_table(dataclasses.replace(tiny, optimizers=("dual",)), tmp_path)
   table = (tmp_path / "table.md").read_text()
   assert [line.split(" | ")[0] for line in table.strip().splitlines()[4:]] == [
-      "| RT", "| Original", "| SFRon (dual)"]
+    "| RT",
+    "| Original",
+    "| SFRon (dual)",
+  ]
 
   # Other hyper-parameters under the same out directory are refused instead of silently reused.
   with pytest.raises(ValueError, match="other hyper-parameters"):
@@ -102,9 +136,20 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
 
 def test_an_unfinished_row_is_compared_with_rt_on_its_own_seeds(tiny, tmp_path):
   def save(method, optimizer, seed, ua, ra, ta, mia):
-    E.save_run_json(tmp_path / "runs" / f"{method}-{optimizer}-seed{seed}.json", {
-        "config": "tiny", "method": method, "optimizer": optimizer, "seed": seed,
-        "UA": ua, "RA": ra, "TA": ta, "MIA": mia, "curve": []})
+    E.save_run_json(
+      tmp_path / "runs" / f"{method}-{optimizer}-seed{seed}.json",
+      {
+        "config": "tiny",
+        "method": method,
+        "optimizer": optimizer,
+        "seed": seed,
+        "UA": ua,
+        "RA": ra,
+        "TA": ta,
+        "MIA": mia,
+        "curve": [],
+      },
+    )
 
   save("RT", "sgd", 1, 10.0, 100.0, 90.0, 60.0)
   save("RT", "sgd", 2, 20.0, 100.0, 80.0, 70.0)

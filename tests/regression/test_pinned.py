@@ -37,6 +37,11 @@ def assert_reproduced(got: dict, expected: dict, name: str):
     )
     for metric in ("UA", "RA", "TA", "MIA"):
       assert abs(got[metric] - expected[metric]) <= 1.0, (name, metric)
+    got_epochs, expected_epochs = got.get("epochs", []), expected.get("epochs", [])
+    assert [e for e, _ in got_epochs] == [e for e, _ in expected_epochs], name
+    np.testing.assert_allclose(
+      [s for _, s in got_epochs], [s for _, s in expected_epochs], rtol=1e-4, err_msg=name
+    )
 
 
 def test_the_original_model_is_reproduced(pretrained):

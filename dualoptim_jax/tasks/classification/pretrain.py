@@ -42,6 +42,27 @@ def cosine_epoch_schedule(base_lr: float, epochs: int, steps_per_epoch: int) -> 
   return schedule
 
 
+def _restore(directory, state: TrainState, step: int) -> TrainState:
+  """Restores checkpoint ``step`` into the structure of ``state``.
+
+  Checkpoints written before the train state had a model state and a key (fields ``params,
+  batch_stats, opt_state``) are read too; they get the key of ``state``.
+  """
+  try:
+    return checkpoint.restore(directory, state, step=step)
+  except ValueError as error:
+    legacy = {
+      "params": state.params,
+      "batch_stats": state.model_state,
+      "opt_state": state.opt_state,
+    }
+    try:
+      saved = checkpoint.restore(directory, legacy, step=step)
+    except ValueError:
+      raise error from None
+    return TrainState(saved["params"], saved["batch_stats"], saved["opt_state"], state.rng)
+
+
 def train_classifier(
   model: nnx.Module,
   dataset: ArrayDataset,
@@ -123,7 +144,7 @@ def train_classifier(
         f"({saved['hyperparameters']}, asked for {hyperparameters})."
       )
     total_seconds = saved.get("total_seconds")
-    state = checkpoint.restore(checkpoint_dir, state, step=start)
+    state = _restore(checkpoint_dir, state, start)
   else:
     # The step donates its input state; copy it so that the model's own arrays survive.
     state = jax.tree.map(jnp.copy, state)

@@ -13,6 +13,8 @@ import dataclasses
 import json
 import pathlib
 import time
+import types
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -62,7 +64,7 @@ class ExperimentConfig:
   pretrain_batch_size: int = 128
   pretrain_augment: bool = False
   unlearn: UnlearnConfig = UnlearnConfig()
-  forget_lr: dict = dataclasses.field(default_factory=dict)
+  forget_lr: Mapping[str, float] = dataclasses.field(default_factory=dict)
   methods: tuple[Method, ...] = (
     METHODS["RL"],
     METHODS["SalUn"],
@@ -74,6 +76,7 @@ class ExperimentConfig:
   track_epochs: tuple[str, ...] = ("SFRon",)
 
   def __post_init__(self):
+    object.__setattr__(self, "forget_lr", types.MappingProxyType(dict(self.forget_lr)))
     missing = [o for o in self.optimizers if o not in self.forget_lr]
     if missing:
       raise ValueError(f"Config {self.name!r} has no forget learning rate for {missing}.")
@@ -117,8 +120,33 @@ def _run_path(out: pathlib.Path, method: str, optimizer: str | None, seed: int) 
   return out / "runs" / f"{name}-seed{seed}.json"
 
 
+# Run JSONs written before each method owned its hyper-parameters list every method's, flat.
+_LEGACY_FIELDS = {
+  "SalUn": {"ratio": "salun_ratio"},
+  "SCRUB": {"alpha": "scrub_alpha", "gamma": "scrub_gamma"},
+  "SFRon": {
+    "alpha": "sfron_alpha",
+    "lambd": "sfron_lambda",
+    "freq": "sfron_freq",
+    "iters": "sfron_iters",
+    "max_norm": "sfron_max_norm",
+  },
+}
+
+
+def _saved_hyperparameters(path: pathlib.Path) -> dict | None:
+  """A run's hyper-parameters as `hyperparameters` writes them, whatever layout it was saved in."""
+  run = json.loads(path.read_text())
+  saved = run.get("hyperparameters")
+  if saved is None or "salun_ratio" not in saved:
+    return saved
+  shared = {f.name: saved[f.name] for f in dataclasses.fields(UnlearnConfig)}
+  own = {new: saved[old] for new, old in _LEGACY_FIELDS.get(run["method"], {}).items()}
+  return {**shared, **own}
+
+
 def _check_hyperparameters(path: pathlib.Path, expected: dict) -> None:
-  saved = json.loads(path.read_text()).get("hyperparameters")
+  saved = _saved_hyperparameters(path)
   if saved != expected:
     raise ValueError(
       f"{path} was run with other hyper-parameters ({saved}, asked for "
@@ -235,8 +263,43 @@ def write_table(out: pathlib.Path, config: ExperimentConfig) -> str:
   return table
 
 
+# What every run of an out directory shares: the setting, the model and its pretraining.
+_RECIPE = (
+  "setting",
+  "width",
+  "pretrain_epochs",
+  "pretrain_lr",
+  "pretrain_batch_size",
+  "pretrain_augment",
+)
+
+
+def _recipe(config: ExperimentConfig) -> dict:
+  return {name: getattr(config, name) for name in _RECIPE}
+
+
+def _check_recipe(out: pathlib.Path, config: ExperimentConfig, *, record: bool) -> None:
+  """Refuses an out directory whose ``experiment.json`` records another recipe; with ``record``,
+  writes the file where it is missing."""
+  path = out / "experiment.json"
+  if path.exists():
+    saved = json.loads(path.read_text())
+    if saved != _recipe(config):
+      raise ValueError(
+        f"{path} records another setting, model or pretraining ({saved}, asked for "
+        f"{_recipe(config)}); use another --out."
+      )
+  elif record:
+    E.save_run_json(path, _recipe(config))
+
+
 def run_table(config: ExperimentConfig, out: pathlib.Path, data_root=None) -> str:
-  """Runs every missing run of ``config`` under ``out``, then writes and returns its table."""
+  """Runs every missing run of ``config`` under ``out``, then writes and returns its table.
+
+  ``out/experiment.json`` records the setting, the model width and the pretraining recipe, and
+  ``runs/*.json`` each run's hyper-parameters: an out directory of another recipe is refused.
+  """
+  _check_recipe(out, config, record=False)
   grid = [(m, o) for m in config.methods for o in config.optimizers]
   missing = {}
   for seed in config.seeds:
@@ -255,6 +318,7 @@ def run_table(config: ExperimentConfig, out: pathlib.Path, data_root=None) -> st
   if missing:
     setting = load_setting(config.setting, data_root)
     (out / "runs").mkdir(parents=True, exist_ok=True)
+    _check_recipe(out, config, record=True)
     graphdef, original, seconds = pretrain(
       config, setting.pool, out / "checkpoints" / "original", 0, "original"
     )
@@ -287,4 +351,5 @@ def run_table(config: ExperimentConfig, out: pathlib.Path, data_root=None) -> st
         )
     for method, optimizer in tqdm(todo, desc=f"seed {seed}"):
       run_one(config, method, optimizer, seed, graphdef, original, split, out, wall_seed)
+  _check_recipe(out, config, record=True)
   return write_table(out, config)

@@ -89,6 +89,29 @@ def test_resumed_training_is_bit_identical(model, tmp_path, monkeypatch):
     train.train_classifier(model, data, epochs=3, checkpoint_dir=tmp_path, **{**kwargs, "lr": 0.1})
 
 
+def test_a_checkpoint_of_the_earlier_train_state_layout_resumes(model, tmp_path):
+  """Checkpoints saved as (params, batch_stats, opt_state), before the train state had a model
+  state and a key, resume to the same model as a straight run."""
+  data = _halves()
+  kwargs = dict(batch_size=16, lr=0.05, seed=3, progress=False)
+  _, straight = train.train_classifier(model, data, epochs=2, **kwargs)
+  _, first = train.train_classifier(
+    model, data, epochs=1, checkpoint_dir=tmp_path / "new", **kwargs
+  )
+  earlier = {"params": first.params, "batch_stats": first.model_state, "opt_state": first.opt_state}
+  metadata = checkpoint.read_metadata(tmp_path / "new")
+  checkpoint.save(tmp_path / "earlier", 1, earlier, metadata=metadata)
+  _, resumed = train.train_classifier(
+    model, data, epochs=2, checkpoint_dir=tmp_path / "earlier", **kwargs
+  )
+  # The earlier layout has no key: the resumed run starts from the fresh one, all else is equal.
+  assert_trees_equal(resumed._replace(rng=None), straight._replace(rng=None))
+  # A checkpoint of another model is still refused, with the error of the current layout.
+  checkpoint.save(tmp_path / "other", 1, {"w": jnp.zeros(3)}, metadata=metadata)
+  with pytest.raises(ValueError, match="tree structures do not match"):
+    train.train_classifier(model, data, epochs=2, checkpoint_dir=tmp_path / "other", **kwargs)
+
+
 def _accuracy(graphdef, state, data):
   logits, labels = predict_logits(
     lambda x: predict(graphdef, state.params, state.model_state, x), eval_batches(data, 48)

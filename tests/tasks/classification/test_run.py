@@ -127,6 +127,24 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
     "| SFRon (dual)",
   ]
 
+  # Run files of the earlier flat layout (every method's hyper-parameters in every run) count.
+  path = tmp_path / "runs" / "SFRon-dual-seed1.json"
+  run = json.loads(path.read_text())
+  flat = {k: run["hyperparameters"][k] for k in ("epochs", "batch_size", "forget_lr", "retain_lr")}
+  flat.update(augment=False, salun_ratio=0.5, scrub_alpha=0.5, scrub_gamma=1.0, sfron_alpha=25.0)
+  flat.update(sfron_lambda=0.5, sfron_freq=5, sfron_iters=None, sfron_max_norm=7.0)
+  E.save_run_json(path, {**run, "hyperparameters": flat})
+  run_table(tiny, tmp_path)
+  E.save_run_json(path, {**run, "hyperparameters": {**flat, "sfron_lambda": 0.6}})
+  with pytest.raises(ValueError, match="other hyper-parameters"):
+    run_table(tiny, tmp_path)
+  E.save_run_json(path, run)
+
+  # Another model or pretraining under the same out directory is refused.
+  assert json.loads((tmp_path / "experiment.json").read_text())["width"] == 2
+  with pytest.raises(ValueError, match="another setting, model or pretraining"):
+    run_table(dataclasses.replace(tiny, width=4), tmp_path)
+
   # Other hyper-parameters under the same out directory are refused instead of silently reused.
   with pytest.raises(ValueError, match="other hyper-parameters"):
     run_table(dataclasses.replace(tiny, forget_lr={"sgd": 0.01, "dual": 0.5}), tmp_path)

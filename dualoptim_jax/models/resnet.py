@@ -11,7 +11,7 @@ Train / eval mode follows NNX: ``model.train()`` makes ``BatchNorm`` use batch
 statistics and update its running averages, ``model.eval()`` makes it use the
 running averages. For jitted steps, split the model functionally::
 
-  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  graphdef, params, batch_stats = nnx.split(model, nnx.Param, ...)
   logits, batch_stats = apply(graphdef, params, batch_stats, x, train=True)
   nnx.update(model, params, batch_stats)  # or nnx.merge(graphdef, params, batch_stats)
 """
@@ -163,12 +163,14 @@ def apply(
   *,
   train: bool,
 ) -> tuple[jax.Array, nnx.State]:
-  """Pure, jitted forward pass of a split model: ``(logits, new_batch_stats)``.
+  """Pure, jitted forward pass of a split model: ``(logits, new model state)``.
 
-  With ``train=True`` BatchNorm normalises with batch statistics and the
-  returned running statistics are updated (``r <- 0.9 r + 0.1 batch``); with
-  ``train=False`` it uses ``batch_stats`` and returns them unchanged. The mode
-  stored in ``graphdef`` is ignored.
+  The model state is every variable that is not an ``nnx.Param`` (here the
+  BatchNorm statistics), as ``core.init_state`` splits it. With ``train=True``
+  BatchNorm normalises with batch statistics and the returned running
+  statistics are updated (``r <- 0.9 r + 0.1 batch``); with ``train=False`` it
+  uses ``batch_stats`` and returns them unchanged. The mode stored in
+  ``graphdef`` is ignored.
   """
   model = nnx.merge(graphdef, params, batch_stats)
   if train:
@@ -176,4 +178,4 @@ def apply(
   else:
     model.eval()
   logits = model(x)
-  return logits, nnx.state(model, nnx.BatchStat)
+  return logits, nnx.state(model, nnx.Not(nnx.Param))

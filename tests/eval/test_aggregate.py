@@ -102,7 +102,7 @@ def test_markdown_table():
 
 
 def test_one_seed_has_no_std():
-  """A row of one seed prints no ± std and Avg. Std n/a; its CSV stds are empty."""
+  """A row of one seed prints no ± std, and n/a for Avg. Std."""
   one = summarize(RUNS[:1], RT_RUNS, METRICS)
   table = markdown_table({"SalUn (dual)": one}, METRICS)
   assert table.splitlines()[-1] == (

@@ -53,7 +53,7 @@ def test_a_method_outside_the_config_runs_with_its_defaults(captured):
 
 
 def test_a_bad_forget_lr_flag_is_refused(captured, capsys):
-  with pytest.raises(SystemExit):
+  with pytest.raises(SystemExit, match="2"):  # argparse's usage error
     run.main(["--forget-lr", "duel=1e-3"])
   assert "--forget-lr takes OPTIMIZER=LR" in capsys.readouterr().err
   assert not captured

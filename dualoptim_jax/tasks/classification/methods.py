@@ -317,7 +317,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (FT(), GA(), RL(), SalUn(), SCR
 
 def hyperparameters(method: Method, config: UnlearnConfig) -> dict[str, Any]:
   """The shared and the method's own hyper-parameters of a run, as one flat dict."""
-  return {**dataclasses.asdict(config), **dataclasses.asdict(method)}
+  shared, own = dataclasses.asdict(config), dataclasses.asdict(method)
+  if shared.keys() & own.keys():
+    raise ValueError(
+      f"{method.name} fields {sorted(shared.keys() & own.keys())} shadow shared ones."
+    )
+  return {**shared, **own}
 
 
 def unlearn(

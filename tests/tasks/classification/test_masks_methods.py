@@ -103,26 +103,28 @@ def test_masked_weights_get_only_the_weight_decay(problem):
   )
 
 
-def test_scrub_teacher_is_the_original_model_in_train_mode(problem):
-  """SCRUB's loss compares the student with the original model's train-mode logits; at the
-  original weights the KL term is 0, so the retain loss is gamma * CE."""
+def test_scrub_compares_the_student_with_the_original_model_in_train_mode(problem):
+  """SCRUB's retain loss is gamma * CE + alpha * KL(teacher || student) and its forget loss -KL,
+  the teacher being the original model's train-mode logits, whatever the student's weights."""
   graphdef, original, _, split = problem
   scrub = SCRUB(gamma=2.0, alpha=3.0)
   batch = to_float(split.retain.images[:32]), split.retain.labels[:32]
+  student = jax.tree.map(lambda p: 0.8 * p, original.params)
   schedule = scrub.schedule(split, UnlearnConfig(batch_size=32))
-  extras = scrub.extras("retain", 0, schedule, original)
-  loss_fn = classifier_loss(graphdef, scrub.losses["retain"])
-  loss, _ = loss_fn(original.params, original.model_state, batch, None, extras)
-  logits = apply(graphdef, original.params, original.model_state, batch[0], train=True)[0]
-  np.testing.assert_allclose(loss, 2.0 * cross_entropy(logits, batch[1]), rtol=1e-6)
-  forget_loss, _ = classifier_loss(graphdef, scrub.losses["forget"])(
-    original.params,
-    original.model_state,
-    batch,
-    None,
-    scrub.extras("forget", 0, schedule, original),
-  )
-  assert abs(float(forget_loss)) < 1e-6
+
+  def logits(params):
+    return np.asarray(apply(graphdef, params, original.model_state, batch[0], train=True)[0])
+
+  log_s = jax.nn.log_softmax(logits(student))
+  log_t = jax.nn.log_softmax(logits(original.params))
+  kl = float(np.sum(np.exp(log_t) * (log_t - log_s)) / 32)
+  ce = float(-np.mean(log_s[np.arange(32), batch[1]]))
+  assert kl > 1e-3  # the student differs from the teacher
+  for objective, expected in (("retain", 2.0 * ce + 3.0 * kl), ("forget", -kl)):
+    loss_fn = classifier_loss(graphdef, scrub.losses[objective])
+    extras = scrub.extras(objective, 0, schedule, original)
+    loss, _ = loss_fn(student, original.model_state, batch, None, extras)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
 
 
 def test_sfron_iteration_of_each_step_count():

@@ -57,7 +57,11 @@ def main(argv=None):
     forget_lr=forget_lr,
   )
   out = args.out or pathlib.Path("runs") / config.name
-  print(run_table(config, out, args.data_root))
+  try:
+    table = run_table(config, out, args.data_root)
+  except (FileNotFoundError, ValueError) as error:  # missing data, bad paths, damaged files
+    parser.exit(1, f"{parser.prog}: error: {error}\n")
+  print(table)
   print(f"\nResults written under {out}")
 
 

@@ -11,11 +11,14 @@ its Variable types come back as they were saved.
 """
 
 import os
-from typing import Any
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
 
+T = TypeVar("T")
 _STATE = "state"
 _METADATA = "metadata"
 
@@ -106,3 +109,43 @@ def restore(directory, target_like: Any, step: int | None = None) -> Any:
 def read_metadata(directory, step: int | None = None) -> dict:
   """The metadata dict saved with checkpoint ``step`` (default: the latest)."""
   return _restore_item(directory, step, _METADATA, ocp.args.JsonRestore())
+
+
+def newest_readable(directory, read: Callable[[int], T]) -> tuple[int, T] | None:
+  """``(step, read(step))`` for the newest step of ``directory`` that reads back; None if none.
+
+  A newer step that cannot be read (a truncated, empty or missing file) is reported in one line
+  on stderr and, once an older step has read back, renamed to ``<step>.unreadable`` (kept, never
+  deleted) so that training can write that step anew. If no step reads back, a ``ValueError``
+  naming the directory and the newest step's error is raised, and nothing is renamed.
+  """
+  directory = _absolute(directory)
+  if not os.path.isdir(directory):
+    return None
+  with _reader(directory) as manager:
+    steps = sorted(manager.all_steps(), reverse=True)
+  unreadable, first_error = [], None
+  for step in steps:
+    try:
+      value = read(step)
+    except Exception as error:  # any damage: Orbax, TensorStore and JSON raise different types
+      reason = (str(error).splitlines() or [""])[0][:200]
+      print(
+        f"{directory}: step {step} cannot be read ({type(error).__name__}: {reason}); "
+        "trying an earlier step.",
+        file=sys.stderr,
+      )
+      unreadable.append(step)
+      first_error = first_error or error
+      continue
+    for bad in unreadable:
+      target, n = os.path.join(directory, f"{bad}.unreadable"), 1
+      while os.path.exists(target):
+        target, n = os.path.join(directory, f"{bad}.unreadable.{n}"), n + 1
+      os.rename(os.path.join(directory, str(bad)), target)
+    return step, value
+  if first_error is not None:
+    raise ValueError(
+      f"{directory}: no checkpoint step reads back; the newest, step {steps[0]}: {first_error}"
+    ) from first_error
+  return None

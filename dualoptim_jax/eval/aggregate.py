@@ -200,9 +200,20 @@ def save_run_json(path, run: Mapping) -> None:
     raise
 
 
+def load_run_json(path) -> dict:
+  """The run saved in ``path``; a damaged file raises a ``ValueError`` that names it."""
+  path = pathlib.Path(path)
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as error:
+    raise ValueError(
+      f"{path} is not valid JSON ({error}); move it away to run that run again."
+    ) from None
+
+
 def load_runs(directory) -> list[dict]:
   """All ``*.json`` runs below ``directory`` (recursively), sorted by path."""
   directory = pathlib.Path(directory)
   if not directory.is_dir():
     raise ValueError(f"{directory} is not a directory.")
-  return [json.loads(p.read_text()) for p in sorted(directory.rglob("*.json"))]
+  return [load_run_json(p) for p in sorted(directory.rglob("*.json"))]

@@ -69,3 +69,44 @@ def test_restore_without_checkpoints_names_the_directory(tmp_path):
   checkpoint.save(tmp_path, 1, {"x": jax.numpy.zeros(3)})
   with pytest.raises(FileNotFoundError, match="step 2"):
     checkpoint.restore(tmp_path, {"x": jax.numpy.zeros(3)}, step=2)
+
+
+def _damage(step_dir, how):
+  """Truncates an array file, empties the metadata file, or removes an array file."""
+  arrays = sorted((step_dir / "state").rglob("d/*"), key=lambda p: p.stat().st_size)
+  if how == "truncate":
+    arrays[-1].write_bytes(arrays[-1].read_bytes()[:10])
+  elif how == "empty metadata":
+    (step_dir / "metadata" / "metadata").write_text("")
+  else:
+    arrays[-1].unlink()
+
+
+@pytest.mark.parametrize("how", ["truncate", "empty metadata", "remove"])
+def test_newest_readable_skips_a_damaged_step_in_one_line_and_keeps_it(tmp_path, capsys, how):
+  target = {"x": jax.numpy.zeros(1000)}
+  for step in (1, 2):
+    checkpoint.save(tmp_path, step, {"x": jax.numpy.arange(1000.0) * step}, metadata={"s": step})
+  _damage(tmp_path / "2", how)
+
+  def read(step):
+    return checkpoint.read_metadata(tmp_path, step), checkpoint.restore(tmp_path, target, step)
+
+  step, (metadata, tree) = checkpoint.newest_readable(tmp_path, read)
+  assert step == 1 and metadata == {"s": 1}
+  np.testing.assert_array_equal(tree["x"], np.arange(1000.0))
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "step 2 cannot be read" in err[0] and str(tmp_path) in err[0]
+  # Kept aside, not deleted; step 2 can be written anew.
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2.unreadable"]
+  checkpoint.save(tmp_path, 2, {"x": jax.numpy.ones(1000)})
+  assert checkpoint.latest_step(tmp_path) == 2
+
+
+def test_newest_readable_raises_when_no_step_reads_back(tmp_path):
+  assert checkpoint.newest_readable(tmp_path / "missing", lambda step: step) is None
+  checkpoint.save(tmp_path, 1, {"x": jax.numpy.zeros(3)})
+  _damage(tmp_path / "1", "empty metadata")
+  with pytest.raises(ValueError, match="JSON|Expecting value"):
+    checkpoint.newest_readable(tmp_path, lambda step: checkpoint.read_metadata(tmp_path, step))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]  # nothing renamed

@@ -57,3 +57,23 @@ def test_a_bad_forget_lr_flag_is_refused(captured, capsys):
     run.main(["--forget-lr", "duel=1e-3"])
   assert "--forget-lr takes OPTIMIZER=LR" in capsys.readouterr().err
   assert not captured
+
+
+def test_a_missing_data_root_is_one_line_and_leaves_nothing_behind(tmp_path, capsys):
+  with pytest.raises(SystemExit, match="1"):
+    run.main(["--data-root", str(tmp_path / "no-data"), "--out", str(tmp_path / "out")])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "no-data" in err[0] and "error" in err[0]
+  assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_run_file_is_named(tmp_path, capsys):
+  config = configs.CONFIGS["default"]
+  runs = tmp_path / "runs"
+  runs.mkdir()
+  (runs / f"RL-sgd-seed{config.seeds[0]}.json").write_text('{"config": "default", "UA"')
+  with pytest.raises(SystemExit, match="1"):
+    run.main(["--out", str(tmp_path)])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "RL-sgd-seed1.json is not valid JSON" in err[0]
+  assert (runs / "RL-sgd-seed1.json").exists()  # nothing deleted

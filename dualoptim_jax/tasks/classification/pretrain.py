@@ -87,8 +87,9 @@ def train_classifier(
   as step ``epoch + 1`` with metadata ``{"epoch", "loss", "seconds", "total_seconds",
   "hyperparameters"}`` (``seconds``: that epoch's wall time; ``total_seconds``: the wall time of all
   epochs so far, over every sitting, None if an older checkpoint did not record it), and a call
-  first resumes from the latest checkpoint there: finished epochs are skipped, and a directory that
-  already holds epoch ``epochs`` returns at once. Resuming from checkpoints of other
+  first resumes from the newest checkpoint there that reads back (see `checkpoint.newest_readable`):
+  finished epochs are skipped, and a directory that already holds epoch ``epochs`` returns at
+  once. Resuming from checkpoints of other
   hyper-parameters or another dataset size raises a ``ValueError``; since the learning rate depends
   on ``epochs``, a run extended to more epochs matches a straight run only where the learning rates
   of the epochs already done agree.
@@ -129,22 +130,27 @@ def train_classifier(
     "augment": augment,
   }
 
-  start, total_seconds = 0, 0.0
-  if checkpoint_dir is not None:
-    start = checkpoint.latest_step(checkpoint_dir) or 0
-  if start > epochs:
-    raise ValueError(
-      f"{checkpoint_dir} holds a checkpoint of epoch {start}, past the {epochs} epochs asked for."
+  start, total_seconds, found = 0, 0.0, None
+  if checkpoint_dir is not None:  # the newest epoch that reads back, skipping damaged ones
+    found = checkpoint.newest_readable(
+      checkpoint_dir,
+      lambda step: (
+        checkpoint.read_metadata(checkpoint_dir, step),
+        _restore(checkpoint_dir, state, step),
+      ),
     )
-  if start:
-    saved = checkpoint.read_metadata(checkpoint_dir, start)
+  if found is not None:
+    start, (saved, restored) = found
+    if start > epochs:
+      raise ValueError(
+        f"{checkpoint_dir} holds a checkpoint of epoch {start}, past the {epochs} epochs asked for."
+      )
     if saved.get("hyperparameters", hyperparameters) != hyperparameters:
       raise ValueError(
         f"{checkpoint_dir} holds a run with other hyper-parameters "
         f"({saved['hyperparameters']}, asked for {hyperparameters})."
       )
-    total_seconds = saved.get("total_seconds")
-    state = _restore(checkpoint_dir, state, start)
+    total_seconds, state = saved.get("total_seconds"), restored
   else:
     # The step donates its input state; copy it so that the model's own arrays survive.
     state = jax.tree.map(jnp.copy, state)

@@ -10,7 +10,6 @@ needs no model at all, so a long table can be built over several sittings.
 """
 
 import dataclasses
-import json
 import pathlib
 import time
 import types
@@ -136,7 +135,7 @@ _LEGACY_FIELDS = {
 
 def _saved_hyperparameters(path: pathlib.Path) -> dict | None:
   """A run's hyper-parameters as `hyperparameters` writes them, whatever layout it was saved in."""
-  run = json.loads(path.read_text())
+  run = E.load_run_json(path)
   saved = run.get("hyperparameters")
   if saved is None or "salun_ratio" not in saved:
     return saved
@@ -283,7 +282,7 @@ def _check_recipe(out: pathlib.Path, config: ExperimentConfig, *, record: bool) 
   writes the file where it is missing."""
   path = out / "experiment.json"
   if path.exists():
-    saved = json.loads(path.read_text())
+    saved = E.load_run_json(path)
     if saved != _recipe(config):
       raise ValueError(
         f"{path} records another setting, model or pretraining ({saved}, asked for "

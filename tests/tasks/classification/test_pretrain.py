@@ -112,6 +112,23 @@ def test_a_checkpoint_of_the_earlier_train_state_layout_resumes(model, tmp_path)
     train.train_classifier(model, data, epochs=2, checkpoint_dir=tmp_path / "other", **kwargs)
 
 
+def test_training_resumes_from_the_newest_intact_epoch(model, tmp_path, capsys):
+  """A truncated array file in the latest epoch's checkpoint: one line, the epoch before it is
+  resumed, the damaged one is kept aside, and the result is that of a straight run."""
+  data = _halves()
+  kwargs = dict(batch_size=16, lr=0.05, seed=3, progress=False)
+  _, straight = train.train_classifier(model, data, epochs=3, **kwargs)
+  train.train_classifier(model, data, epochs=2, checkpoint_dir=tmp_path, **kwargs)
+  largest = max((tmp_path / "2").rglob("d/*"), key=lambda p: p.stat().st_size)
+  largest.write_bytes(largest.read_bytes()[:16])
+  capsys.readouterr()
+  _, resumed = train.train_classifier(model, data, epochs=3, checkpoint_dir=tmp_path, **kwargs)
+  err = [line for line in capsys.readouterr().err.splitlines() if "cannot be read" in line]
+  assert len(err) == 1 and "step 2" in err[0]
+  assert_trees_equal(resumed, straight)
+  assert (tmp_path / "2.unreadable").is_dir() and checkpoint.latest_step(tmp_path) == 3
+
+
 def _accuracy(graphdef, state, data):
   logits, labels = predict_logits(
     lambda x: predict(graphdef, state.params, state.model_state, x), eval_batches(data, 48)

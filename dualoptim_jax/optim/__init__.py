@@ -5,7 +5,7 @@ from dualoptim_jax.optim import quantize
 from dualoptim_jax.optim.dual import DualState, SharedState, dual_transform, shared_transform
 from dualoptim_jax.optim.plus import DeltaState, DualOptimPlusState, dualoptim_plus
 from dualoptim_jax.optim.quantize import QuantizedArray
-from dualoptim_jax.optim.quantized_state import quantize_moments
+from dualoptim_jax.optim.quantized_state import STRUCTURAL_ARGS, quantize_moments
 from dualoptim_jax.optim.recipes import (
   dualoptim,
   dualoptim_llm,
@@ -25,6 +25,7 @@ from dualoptim_jax.optim.schedules import (
 __all__ = [
   "FORGET",
   "RETAIN",
+  "STRUCTURAL_ARGS",
   "AlternatingSchedule",
   "DeltaState",
   "DualOptimPlusState",

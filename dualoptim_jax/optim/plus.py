@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import optax
 
 from dualoptim_jax.optim.dual import _check_objective, as_schedule, check_same_structure
-from dualoptim_jax.optim.quantized_state import check_state_bits, is_quantized, load, store
+from dualoptim_jax.optim.quantized_state import is_quantized, load, store, structural
 from dualoptim_jax.optim.recipes import MaskOrFn, ScalarOrSchedule, _decay_mask
 from dualoptim_jax.optim.schedules import FORGET, RETAIN
 
@@ -45,11 +45,12 @@ def dualoptim_plus(
   base_b2: float = 0.95,
   eps: float = 1e-8,
   weight_decay: float = 0.01,
+  *,
   mask: MaskOrFn = None,
   max_grad_norm: float | None = None,
-  state_bits: int = 32,
-  block_size: int = 256,
-  min_8bit_size: int = 4096,
+  state_bits: int | None = None,
+  block_size: int | None = None,
+  min_8bit_size: int | None = None,
   bounded_update: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""DualOptim+ (the reference's active rule): shared base moments plus per-objective deltas.
@@ -93,16 +94,21 @@ def dualoptim_plus(
     weight_decay: decoupled decay rate, applied to the leaves selected by ``mask``.
     mask: optax-style mask (tree of booleans or a function of the params) of the decaying leaves.
     max_grad_norm: global-norm clipping before the update, or None.
-    state_bits: 32, or 8 for blockwise-quantized moments (signed dynamic map for the deltas and
-      M, unsigned for V) on leaves with at least ``min_8bit_size`` elements.
-    block_size: elements per quantization block.
-    min_8bit_size: smaller leaves keep float32 moments.
+    state_bits: 32 (None) or 8 for blockwise-quantized moments (signed dynamic map for the deltas
+      and M, unsigned for V) on leaves with at least ``min_8bit_size`` elements.
+    block_size: elements per quantization block (None: 256).
+    min_8bit_size: smaller leaves keep float32 moments (None: 4096).
     bounded_update: use the safer denominator above (not in the reference).
+
+  ``state_bits``, ``block_size`` and ``min_8bit_size`` are structural (``STRUCTURAL_ARGS``): under
+  ``optax.inject_hyperparams`` leave them None or declare them static.
 
   Returns:
     A transform with ``update(updates, state, params, *, objective)``.
   """
-  check_state_bits(state_bits)
+  state_bits = structural("state_bits", state_bits)
+  block_size = structural("block_size", block_size)
+  min_8bit_size = structural("min_8bit_size", min_8bit_size)
   schedule = as_schedule(learning_rate)
   ratios = {FORGET: forget_lr_ratio, RETAIN: 1.0}
   quant = {"block_size": block_size, "min_8bit_size": min_8bit_size}
@@ -118,8 +124,8 @@ def dualoptim_plus(
     )
 
   def init_fn(params):
-    def zeros():
-      return jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    def zeros():  # float32 moments, each with its param's sharding
+      return optax.tree.zeros_like(params, jnp.float32)
 
     def delta():
       return DeltaState(jnp.zeros([], jnp.int32), put(zeros(), True), put(zeros(), True))

@@ -15,11 +15,27 @@ import optax
 from dualoptim_jax.optim.quantize import QuantizedArray, dequantize, quantize
 
 STATE_BITS = (8, 32)
+# Arguments that fix the layout of a state. `optax.inject_hyperparams` turns every number it is
+# given into a traced hyper-parameter, so these default to None (static there); a number given
+# for one must be declared static: ``inject_hyperparams(tx, static_args=STRUCTURAL_ARGS)``.
+STRUCTURAL_ARGS = ("state_bits", "block_size", "min_8bit_size")
+_DEFAULTS = {"state_bits": 32, "block_size": 256, "min_8bit_size": 4096}
 
 
-def check_state_bits(state_bits: int) -> None:
-  if state_bits not in STATE_BITS:
-    raise ValueError(f"state_bits must be one of {STATE_BITS}, got {state_bits!r}.")
+def structural(name: str, value: int | None) -> int:
+  """The Python value of the structural argument ``name`` (None: its default)."""
+  if value is None:
+    return _DEFAULTS[name]
+  if isinstance(value, jax.Array):
+    raise TypeError(
+      f"{name} fixes the state's layout, so it must be a Python int, not a (traced) array; "
+      f"with optax.inject_hyperparams declare it static: static_args={STRUCTURAL_ARGS}."
+    )
+  if name == "state_bits" and value not in STATE_BITS:
+    raise ValueError(f"state_bits must be one of {STATE_BITS}, got {value!r}.")
+  if name != "state_bits" and not (isinstance(value, int) and value > 0):
+    raise ValueError(f"{name} must be a positive int, got {value!r}.")
+  return value
 
 
 def is_quantized(x) -> bool:
@@ -45,8 +61,8 @@ def _is_second_moment(path) -> bool:
 def quantize_moments(
   inner: optax.GradientTransformation,
   *,
-  block_size: int = 256,
-  min_8bit_size: int = 4096,
+  block_size: int | None = None,
+  min_8bit_size: int | None = None,
   is_unsigned: Callable[[tuple], bool] = _is_second_moment,
 ) -> optax.GradientTransformationExtraArgs:
   """Keeps the floating-point state leaves of ``inner`` in 8-bit blockwise form.
@@ -56,8 +72,11 @@ def quantize_moments(
   and requantizes. Second moments (state fields named ``nu``, as in ``optax.scale_by_adam``) use the
   unsigned dynamic map, everything else the signed one; ``is_unsigned(path)`` changes that rule.
 
-  Example: an 8-bit AdamW, ``quantize_moments(optax.adamw(1e-3))``.
+  ``block_size`` (None: 256) and ``min_8bit_size`` (None: 4096) are structural, see
+  ``STRUCTURAL_ARGS``. Example: an 8-bit AdamW, ``quantize_moments(optax.adamw(1e-3))``.
   """
+  block_size = structural("block_size", block_size)
+  min_8bit_size = structural("min_8bit_size", min_8bit_size)
   inner = optax.with_extra_args_support(inner)
 
   def encode(state):
@@ -79,7 +98,10 @@ def quantize_moments(
     return encode(inner.init(params))
 
   def update_fn(updates, state, params=None, **extra_args):
-    updates, state = inner.update(updates, decode(state), params, **extra_args)
-    return updates, encode(state)
+    new_updates, state = inner.update(updates, decode(state), params, **extra_args)
+    # The float32 maths must not promote the updates: they keep the params' (or grads') dtype.
+    like = updates if params is None else params
+    new_updates = jax.tree.map(lambda u, x: u.astype(x.dtype), new_updates, like)
+    return new_updates, encode(state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

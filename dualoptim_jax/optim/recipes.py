@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from dualoptim_jax.optim.dual import as_schedule, dual_transform, shared_transform
-from dualoptim_jax.optim.quantized_state import check_state_bits, quantize_moments
+from dualoptim_jax.optim.quantized_state import quantize_moments, structural
 from dualoptim_jax.optim.schedules import FORGET, RETAIN
 
 ScalarOrSchedule = float | optax.Schedule
@@ -114,11 +114,12 @@ def dualoptim_llm(
   b2: float = 0.999,
   eps: float = 1e-8,
   weight_decay: float = 0.01,
+  *,
   mask: MaskOrFn = None,
   max_grad_norm: float | None = None,
-  state_bits: int = 32,
-  block_size: int = 256,
-  min_8bit_size: int = 4096,
+  state_bits: int | None = None,
+  block_size: int | None = None,
+  min_8bit_size: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""DualOptim for language models: two AdamW states on one global learning-rate schedule.
 
@@ -147,15 +148,19 @@ def dualoptim_llm(
     weight_decay: decoupled decay rate :math:`\lambda`.
     mask: which leaves decay.
     max_grad_norm: global-norm clipping threshold, or None.
-    state_bits: 32, or 8 to keep each objective's Adam moments in 8-bit blockwise form (signed
+    state_bits: 32 (None) or 8 to keep each objective's Adam moments in 8-bit blockwise form (signed
       dynamic map for m, unsigned for v) on leaves with at least ``min_8bit_size`` elements.
-    block_size: elements per quantization block.
-    min_8bit_size: smaller leaves keep float32 moments.
+    block_size: elements per quantization block (None: 256).
+    min_8bit_size: smaller leaves keep float32 moments (None: 4096).
+
+  The last three are structural (``STRUCTURAL_ARGS``): under ``optax.inject_hyperparams`` leave
+  them None or declare them static. A mask given as a function must be declared static there too,
+  as for ``optax.adamw``.
 
   Returns:
     A transform with ``update(updates, state, params, *, objective)``.
   """
-  check_state_bits(state_bits)
+  state_bits = structural("state_bits", state_bits)
   schedule = as_schedule(learning_rate)
   ratios = {FORGET: forget_lr_ratio, RETAIN: 1.0}
 

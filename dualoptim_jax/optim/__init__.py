@@ -2,6 +2,7 @@
 schedules. This module's export list is the library's public API."""
 
 from dualoptim_jax.optim import quantize
+from dualoptim_jax.optim.accumulate import AccumulateState, accumulate_per_objective
 from dualoptim_jax.optim.dual import DualState, SharedState, dual_transform, shared_transform
 from dualoptim_jax.optim.plus import DeltaState, DualOptimPlusState, dualoptim_plus
 from dualoptim_jax.optim.quantize import QuantizedArray
@@ -23,6 +24,7 @@ from dualoptim_jax.optim.schedules import (
 )
 
 __all__ = [
+  "AccumulateState",
   "FORGET",
   "RETAIN",
   "STRUCTURAL_ARGS",
@@ -32,6 +34,7 @@ __all__ = [
   "DualState",
   "QuantizedArray",
   "SharedState",
+  "accumulate_per_objective",
   "alternating",
   "dual_transform",
   "dualoptim",

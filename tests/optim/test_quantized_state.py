@@ -80,3 +80,26 @@ def test_8bit_adamw_trains_like_float32_adamw():
   initial = float(loss({"w": jnp.zeros(8192)}))
   assert max(finals) < 0.05 * initial
   assert abs(finals[0] - finals[1]) <= 0.01 * initial
+
+
+@pytest.mark.parametrize("tx_8bit", ["quantize_moments", "dualoptim_plus"])
+def test_apply_if_finite_keeps_8bit_blocks_clean(tx_8bit):
+  """One NaN gradient element would reach the 8-bit moments (its block's absmax and codes) bare;
+  under optax.apply_if_finite the step is skipped, every block stays as it was, and the next
+  finite step proceeds."""
+  make = {
+    "quantize_moments": lambda: dj.quantize_moments(optax.adamw(1e-2)),
+    "dualoptim_plus": lambda: dj.dualoptim_plus(1e-2, state_bits=8),
+  }[tx_8bit]
+  grads = jax.tree.map(lambda p: jnp.cos(3 * p), PARAMS)
+  bad = {**grads, "big": grads["big"].at[0, 3].set(jnp.nan)}
+
+  guarded = optax.apply_if_finite(make(), max_consecutive_errors=3)
+  state = guarded.update(grads, guarded.init(PARAMS), PARAMS, objective="forget")[1]
+  updates, after = guarded.update(bad, state, PARAMS, objective="forget")
+  assert all(float(jnp.abs(u).max()) == 0 for u in jax.tree.leaves(updates))
+  chex.assert_trees_all_equal(after.inner_state, state.inner_state)
+  assert int(after.notfinite_count) == 1
+  updates, after = guarded.update(grads, after, PARAMS, objective="forget")
+  assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(after.inner_state))
+  assert float(jnp.abs(updates["big"]).max()) > 0

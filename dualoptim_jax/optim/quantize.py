@@ -184,32 +184,53 @@ def _bucket_tables(code) -> tuple[np.ndarray, np.ndarray] | None:
   return _bucket_tables_for(np.asarray(code, np.float32).tobytes())
 
 
+def _take(table, index: jax.Array) -> jax.Array:
+  """``table[index]`` for a small replicated table, sharded like ``index`` (on a mesh too)."""
+  return jnp.asarray(table).at[index].get(out_sharding=jax.typeof(index).sharding)
+
+
 def _lookup(tables: tuple[jax.Array, jax.Array], y: jax.Array) -> jax.Array:
   """:func:`_nearest` by one lookup in :func:`_bucket_tables` and one comparison."""
   base, t = tables
   b = _bucket(y)
-  return jnp.where(jnp.isnan(y), 1, base[b] + (y > t[b]))
+  return jnp.where(jnp.isnan(y), 1, _take(base, b) + (y > _take(t, b)))
+
+
+def rows_of_blocks(shape: tuple[int, ...], block_size: int) -> bool:
+  """Whether a leaf's blocks lie along its last axis: ``shape[-1]`` is a multiple of the block.
+
+  Then the blocks of the flattened leaf never cross a row, and they are kept as
+  ``shape[:-1] + (shape[-1] // block_size, block_size)``: the same blocks in the same order,
+  laid out so that a sharding of the leaf is one of its blocks too (no flattening).
+  """
+  return len(shape) >= 1 and shape[-1] % block_size == 0
 
 
 @functools.partial(jax.jit, static_argnums=3)
 def _quantize_blockwise(x, code, tables, block_size):
   def quantize_blocks(blocks):
-    absmax = jnp.max(jnp.abs(blocks), axis=1)
+    absmax = jnp.max(jnp.abs(blocks), axis=-1)
     recip = 1.0 / jnp.where(absmax > 0, absmax, jnp.inf)  # 0 for an all-zero block.
-    y = blocks * recip[:, None]
+    y = blocks * recip[..., None]
     if tables is None:
       codes = _nearest(jnp.asarray(code, jnp.float32), y)
     else:
       codes = _lookup(tables, y)
-    return codes.astype(jnp.uint8).reshape(-1), absmax
+    return codes.astype(jnp.uint8), absmax
 
-  flat = jnp.asarray(x, jnp.float32).reshape(-1)
+  x = jnp.asarray(x, jnp.float32)
+  if rows_of_blocks(x.shape, block_size):
+    shape = x.shape[:-1] + (x.shape[-1] // block_size, block_size)
+    codes, absmax = quantize_blocks(x.reshape(shape))
+    return codes.reshape(x.shape), absmax
+  flat = x.reshape(-1)
   full = flat.size - flat.size % block_size
   codes, absmax = quantize_blocks(flat[:full].reshape(-1, block_size))
+  codes = codes.reshape(-1)
   if full < flat.size:
     # The partial last block, zero-padded: this cannot raise its maximum of |x|.
     last_codes, last_absmax = quantize_blocks(_blocks(flat[full:], block_size))
-    codes = jnp.concatenate([codes, last_codes[: flat.size - full]])
+    codes = jnp.concatenate([codes, last_codes.reshape(-1)[: flat.size - full]])
     absmax = jnp.concatenate([absmax, last_absmax])
   return codes.reshape(jnp.shape(x)), absmax
 
@@ -239,7 +260,10 @@ def quantize_blockwise(
 
   Returns:
     ``(codes, absmax)``: uint8 indices of ``x``'s shape and the float32
-    per-block scales of shape ``(ceil(x.size / block_size),)``.
+    per-block scales, of shape ``x.shape[:-1] + (x.shape[-1] // block_size,)``
+    when the last axis is a multiple of ``block_size`` (see
+    :func:`rows_of_blocks`; the same scales as below, in the same order), else
+    ``(ceil(x.size / block_size),)``.
   """
   return _quantize_blockwise(x, code, _bucket_tables(code), block_size)
 
@@ -252,13 +276,16 @@ def dequantize_blockwise(
 
   Args:
     codes: uint8 indices into ``code``, of any shape.
-    absmax: float32 per-block scales, ``(ceil(codes.size / block_size),)``.
+    absmax: float32 per-block scales, as :func:`quantize_blockwise` returns them.
     code: the code table used to quantise.
     block_size: number of elements per block (static under ``jax.jit``).
 
   Returns:
     A float32 array of ``codes``' shape.
   """
+  if rows_of_blocks(codes.shape, block_size):
+    blocks = codes.reshape(codes.shape[:-1] + (-1, block_size)).astype(jnp.int32)
+    return (_take(jnp.asarray(code, jnp.float32), blocks) * absmax[..., None]).reshape(codes.shape)
   blocks = _blocks(codes.reshape(-1).astype(jnp.int32), block_size)
   values = jnp.asarray(code, jnp.float32)[blocks] * absmax[:, None]
   return values.reshape(-1)[: codes.size].reshape(codes.shape)

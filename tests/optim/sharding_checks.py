@@ -29,8 +29,13 @@ TRANSFORMS = {
   "dualoptim_plus_8bit": lambda: dj.dualoptim_plus(1e-3, state_bits=8),
   "quantize_moments_adamw": lambda: dj.quantize_moments(optax.adamw(1e-3)),
 }
-# The 8-bit states flatten a leaf to cut it into blocks, which explicit axes refuse (yet).
-NOT_YET = {"dualoptim_llm_8bit", "dualoptim_plus_8bit", "quantize_moments_adamw"}
+EIGHT_BIT = {"dualoptim_llm_8bit", "dualoptim_plus_8bit", "quantize_moments_adamw"}
+# Param shape -> its sharding; an 8-bit moment's codes share the shape and its per-block absmax
+# (blocks of 256 along the last axis) the sharding: (64, 512) -> (64, 2), (16, 4096) -> (16, 16).
+ROWS = {(64, 512): ("x", None), (16, 4096): (None, "x"), (7,): (None,)}
+ABSMAX = {(64, 2): ("x", None), (16, 16): (None, "x")}
+# A large leaf whose last axis is not a multiple of 256 keeps the flattened block layout.
+ODD = {(64, 100): ("x", None)}
 
 
 def spec(x):
@@ -39,19 +44,15 @@ def spec(x):
   return entries + (None,) * (x.ndim - len(entries))
 
 
-@pytest.mark.parametrize("axis_type", [AxisType.Explicit, AxisType.Auto])
-@pytest.mark.parametrize("jit", [True, False])
-@pytest.mark.parametrize("name", list(TRANSFORMS))
-def test_state_keeps_its_shardings_through_init_and_updates(name, jit, axis_type, request):
-  if name in NOT_YET and axis_type == AxisType.Explicit:
-    request.applymarker(pytest.mark.xfail(strict=True, reason="8-bit states flatten the leaf"))
+def check(name, jit, axis_type, shapes):
   mesh = jax.make_mesh((8,), ("x",), axis_types=(axis_type,))
   with jax.set_mesh(mesh):
     params = {
-      "w": jax.device_put(
-        jnp.linspace(-1, 1, 64 * 512).reshape(64, 512), NamedSharding(mesh, P("x", None))
-      ),
-      "b": jax.device_put(jnp.ones(7), NamedSharding(mesh, P())),
+      str(shape): jax.device_put(
+        jnp.linspace(-1, 1, int(jnp.prod(jnp.array(shape)))).reshape(shape),
+        NamedSharding(mesh, P(*entries)),
+      )
+      for shape, entries in shapes.items()
     }
     tx = TRANSFORMS[name]()
     init = jax.jit(tx.init) if jit else tx.init
@@ -60,10 +61,25 @@ def test_state_keeps_its_shardings_through_init_and_updates(name, jit, axis_type
     # Under explicit axes the abstract type carries the sharding: float32[64@x,512].
     before = jax.tree.map(jax.typeof, state)
     if axis_type == AxisType.Explicit or not jit:  # an auto-axes jit may choose its own
-      moments = [x for x in jax.tree.leaves(state) if x.shape == (64, 512)]
-      assert moments and all(spec(x) == ("x", None) for x in moments)
+      expected = {**shapes, **ABSMAX}
+      leaves = [x for x in jax.tree.leaves(state) if x.shape in expected]
+      assert leaves and all(spec(x) == expected[x.shape] for x in leaves)
     for objective in ("forget", "retain"):
       grads = jax.tree.map(jnp.sin, params)
       updates, state = update(grads, state, params, objective=objective)
       assert jax.tree.map(jax.typeof, state) == before, objective
-      assert spec(updates["w"]) == ("x", None) and spec(updates["b"]) == (None,)
+      assert all(spec(updates[str(s)]) == e for s, e in shapes.items())
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Explicit, AxisType.Auto])
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_state_keeps_its_shardings_through_init_and_updates(name, jit, axis_type):
+  check(name, jit, axis_type, ROWS)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("name", sorted(EIGHT_BIT))
+def test_8bit_leaves_of_odd_width_do_not_follow_explicit_axes_yet(name, jit, request):
+  request.applymarker(pytest.mark.xfail(strict=True, reason="flattened blocks need a reshape"))
+  check(name, jit, AxisType.Explicit, ODD)

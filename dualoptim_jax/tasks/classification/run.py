@@ -12,7 +12,6 @@ needs no model at all, so a long table can be built over several sittings.
 import dataclasses
 import pathlib
 import time
-import types
 from collections.abc import Mapping
 
 import jax
@@ -75,7 +74,7 @@ class ExperimentConfig:
   track_epochs: tuple[str, ...] = ("SFRon",)
 
   def __post_init__(self):
-    object.__setattr__(self, "forget_lr", types.MappingProxyType(dict(self.forget_lr)))
+    object.__setattr__(self, "forget_lr", dict(self.forget_lr))  # a copy of its own
     missing = [o for o in self.optimizers if o not in self.forget_lr]
     if missing:
       raise ValueError(f"Config {self.name!r} has no forget learning rate for {missing}.")

@@ -215,3 +215,14 @@ def test_state_is_stable_under_cond_and_scan_and_inits_from_shapes(case):
   assert jax.tree.map(lambda a: (a.shape, a.dtype), abstract) == jax.tree.map(
     lambda a: (a.shape, a.dtype), state
   )
+
+
+@pytest.mark.parametrize("factory", [dj.dualoptim_llm, dj.dualoptim_plus])
+def test_a_traced_structural_argument_names_the_static_args(factory):
+  tx = optax.inject_hyperparams(factory)(learning_rate=1e-3, state_bits=8)
+  with pytest.raises(TypeError, match=r"state_bits fixes the state's layout.*static_args="):
+    tx.init(make_params())
+  with pytest.raises(ValueError, match=r"state_bits must be one of \(8, 32\), got 16"):
+    factory(1e-3, state_bits=16)
+  with pytest.raises(ValueError, match="block_size must be a positive int, got 0"):
+    factory(1e-3, state_bits=8, block_size=0)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 T = TypeVar("T")
 _STATE = "state"
@@ -120,14 +121,14 @@ def newest_readable(directory, read: Callable[[int], T]) -> tuple[int, T] | None
   naming the directory and the newest step's error is raised, and nothing is renamed.
   """
   directory = _absolute(directory)
-  if not os.path.isdir(directory):
-    return None
   with _reader(directory) as manager:
     steps = sorted(manager.all_steps(), reverse=True)
   unreadable, first_error = [], None
   for step in steps:
     try:
       value = read(step)
+    except (MemoryError, jax.errors.JaxRuntimeError):  # the machine's trouble, not the file's
+      raise
     except Exception as error:  # any damage: Orbax, TensorStore and JSON raise different types
       reason = (str(error).splitlines() or [""])[0][:200]
       print(
@@ -139,10 +140,11 @@ def newest_readable(directory, read: Callable[[int], T]) -> tuple[int, T] | None
       first_error = first_error or error
       continue
     for bad in unreadable:
-      target, n = os.path.join(directory, f"{bad}.unreadable"), 1
-      while os.path.exists(target):
-        target, n = os.path.join(directory, f"{bad}.unreadable.{n}"), n + 1
-      os.rename(os.path.join(directory, str(bad)), target)
+      root = epath.Path(directory)
+      target, n = root / f"{bad}.unreadable", 1
+      while target.exists():
+        target, n = root / f"{bad}.unreadable.{n}", n + 1
+      (root / str(bad)).rename(target)
     return step, value
   if first_error is not None:
     raise ValueError(

@@ -204,11 +204,14 @@ def load_run_json(path) -> dict:
   """The run saved in ``path``; a damaged file raises a ``ValueError`` that names it."""
   path = pathlib.Path(path)
   try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError as error:
+    run = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as error:
     raise ValueError(
       f"{path} is not valid JSON ({error}); move it away to run that run again."
     ) from None
+  if not isinstance(run, dict):
+    raise ValueError(f"{path} holds {type(run).__name__}, not a JSON object.")
+  return run
 
 
 def load_runs(directory) -> list[dict]:

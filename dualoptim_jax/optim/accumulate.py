@@ -64,6 +64,8 @@ def accumulate_per_objective(
     total = jax.tree.map(lambda s, g: s + g.astype(s.dtype), state.grads[objective], updates)
     mini_steps = state.mini_steps[objective] + 1
     like = updates if params is None else params  # the dtypes of the updates
+    # Built outside lax.cond, so that they keep their arrays' shardings on a mesh.
+    no_update, empty = optax.tree.zeros_like(like), optax.tree.zeros_like(total)
 
     def apply(_):
       mean = jax.tree.map(lambda s, g: (s / every_k).astype(g.dtype), total, updates)
@@ -71,10 +73,10 @@ def accumulate_per_objective(
         mean, state.inner_state, params, objective=objective, **extra_args
       )
       new_updates = jax.tree.map(lambda u, x: u.astype(x.dtype), new_updates, like)
-      return new_updates, inner_state, optax.tree.zeros_like(total), jnp.zeros([], jnp.int32)
+      return new_updates, inner_state, empty, jnp.zeros([], jnp.int32)
 
     def wait(_):
-      return optax.tree.zeros_like(like), state.inner_state, total, mini_steps
+      return no_update, state.inner_state, total, mini_steps
 
     new_updates, inner_state, total, mini_steps = jax.lax.cond(
       mini_steps >= every_k, apply, wait, None

@@ -284,18 +284,21 @@ def dequantize_blockwise(
     A float32 array of ``codes``' shape.
   """
   if rows_of_blocks(codes.shape, block_size):
-    blocks = codes.reshape(codes.shape[:-1] + (-1, block_size)).astype(jnp.int32)
-    return (_take(jnp.asarray(code, jnp.float32), blocks) * absmax[..., None]).reshape(codes.shape)
+    grid = codes.shape[:-1] + (codes.shape[-1] // block_size,)
+    blocks = codes.reshape(grid + (block_size,)).astype(jnp.int32)
+    # absmax.reshape also reads the flattened absmax that states saved before this layout hold.
+    values = _take(jnp.asarray(code, jnp.float32), blocks) * absmax.reshape(grid)[..., None]
+    return values.reshape(codes.shape)
   blocks = _blocks(codes.reshape(-1).astype(jnp.int32), block_size)
   values = jnp.asarray(code, jnp.float32)[blocks] * absmax[:, None]
   return values.reshape(-1)[: codes.size].reshape(codes.shape)
 
 
 class QuantizedArray(NamedTuple):
-  """Blockwise 8-bit form of an array; the block size is kept by the caller."""
+  """Blockwise 8-bit form of an array; the block size and the map are kept by the caller."""
 
   codes: jax.Array  # uint8, the array's shape.
-  absmax: jax.Array  # float32, (n_blocks,).
+  absmax: jax.Array  # float32, one per block, shaped as `quantize_blockwise` says.
 
 
 def quantize(x: jax.Array, signed: bool = True, block_size: int = 256) -> QuantizedArray:

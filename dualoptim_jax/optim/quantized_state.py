@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from dualoptim_jax.optim.quantize import QuantizedArray, dequantize, quantize
@@ -31,9 +32,12 @@ def structural(name: str, value: int | None) -> int:
       f"{name} fixes the state's layout, so it must be a Python int, not a (traced) array; "
       f"with optax.inject_hyperparams declare it static: static_args={STRUCTURAL_ARGS}."
     )
+  if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    raise ValueError(f"{name} must be an int, got {value!r}.")
+  value = int(value)
   if name == "state_bits" and value not in STATE_BITS:
     raise ValueError(f"state_bits must be one of {STATE_BITS}, got {value!r}.")
-  if name != "state_bits" and not (isinstance(value, int) and value > 0):
+  if name != "state_bits" and value < 1:
     raise ValueError(f"{name} must be a positive int, got {value!r}.")
   return value
 

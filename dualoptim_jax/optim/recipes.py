@@ -151,7 +151,7 @@ def dualoptim_llm(
     state_bits: 32 (None) or 8 to keep each objective's Adam moments in 8-bit blockwise form (signed
       dynamic map for m, unsigned for v) on leaves with at least ``min_8bit_size`` elements.
     block_size: elements per quantization block (None: 256).
-    min_8bit_size: smaller leaves keep float32 moments (None: 4096).
+    min_8bit_size: smaller leaves keep unquantized moments (None: 4096).
 
   The last three are structural (``STRUCTURAL_ARGS``): under ``optax.inject_hyperparams`` leave
   them None or declare them static. A mask given as a function must be declared static there too,
@@ -161,6 +161,8 @@ def dualoptim_llm(
     A transform with ``update(updates, state, params, *, objective)``.
   """
   state_bits = structural("state_bits", state_bits)
+  block_size = structural("block_size", block_size)
+  min_8bit_size = structural("min_8bit_size", min_8bit_size)
   schedule = as_schedule(learning_rate)
   ratios = {FORGET: forget_lr_ratio, RETAIN: 1.0}
 
@@ -198,6 +200,7 @@ def shared_adamw_llm(
   b2: float = 0.999,
   eps: float = 1e-8,
   weight_decay: float = 0.01,
+  *,
   mask: MaskOrFn = None,
   max_grad_norm: float | None = None,
 ) -> optax.GradientTransformationExtraArgs:

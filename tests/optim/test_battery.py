@@ -73,24 +73,30 @@ CASES = {
     "learning_rate",
     (),
   ),
+  "sgd_l2": (dj.sgd_l2, {"learning_rate": 1e-2}, "learning_rate", ()),
+  "accumulate_per_objective": (
+    lambda learning_rate: dj.accumulate_per_objective(dj.dualoptim_llm(learning_rate), 2),
+    {"learning_rate": 1e-3},
+    "learning_rate",
+    (),
+  ),
 }
 OBJECTIVES = ("forget", "retain", "retain", "forget")
 EXACT = {"rtol": 2e-5, "atol": 1e-8}
 # Where hyper-parameters arrive as float32 arrays instead of Python floats, or code is fused
-# differently (vmap): DualOptim+'s denominator amplifies the rounding a little, and an 8-bit
-# moment can round to the neighbouring code (a change of up to 1% of the learning rate).
+# differently (vmap): DualOptim+'s denominator amplifies the rounding a little, and then an 8-bit
+# moment can round to the neighbouring code (measured: 4e-6 on updates of 1e-3).
 TOLERANCE = {
   "dualoptim_plus": {"rtol": 1e-4, "atol": 1e-7},
-  "dualoptim_plus_8bit": {"rtol": 1e-2, "atol": 1e-5},
-  "dualoptim_llm_8bit": {"rtol": 1e-2, "atol": 1e-5},
-  "quantize_moments_adamw": {"rtol": 1e-2, "atol": 1e-5},
+  "dualoptim_plus_8bit": {"rtol": 1e-4, "atol": 1e-5},
 }
 
 
 def make_params(dtype=jnp.float32):
-  """A leaf large enough for 8-bit states (8,192 elements) and a small one."""
+  """A leaf large enough for 8-bit states (8,192 elements, blocks along its rows of 256) and a
+  small one."""
   return {
-    "w": jnp.linspace(-1.0, 1.0, 64 * 128, dtype=jnp.float32).reshape(64, 128).astype(dtype),
+    "w": jnp.linspace(-1.0, 1.0, 32 * 256, dtype=jnp.float32).reshape(32, 256).astype(dtype),
     "b": jnp.linspace(0.5, 1.5, 7, dtype=jnp.float32).astype(dtype),
   }
 
@@ -226,3 +232,9 @@ def test_a_traced_structural_argument_names_the_static_args(factory):
     factory(1e-3, state_bits=16)
   with pytest.raises(ValueError, match="block_size must be a positive int, got 0"):
     factory(1e-3, state_bits=8, block_size=0)
+
+
+def test_structural_arguments_take_ints_only():
+  assert dj.dualoptim_plus(1e-3, state_bits=np.int64(8), block_size=np.int32(128)) is not None
+  with pytest.raises(ValueError, match="block_size must be an int, got True"):
+    dj.quantize_moments(optax.adamw(1e-3), block_size=True)

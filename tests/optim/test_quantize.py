@@ -350,3 +350,18 @@ def test_dynamic_map_is_concrete_under_jit():
 
   x = jnp.linspace(-1.0, 1.0, 300)
   np.testing.assert_array_equal(f(x), qz.quantize(x).codes)
+
+
+@pytest.mark.parametrize("shape", [(4, 512), (2, 3, 256), (0, 256)])
+def test_blocks_along_rows_are_the_flattened_blocks(shape):
+  """A last axis of whole blocks keeps them per row: the scales are those of the flattened
+  layout in the same order, and dequantize reads either shape of them."""
+  x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+  code = qz.dynamic_map(True)
+  codes, absmax = qz.quantize_blockwise(x, code, 256)
+  assert absmax.shape == (*shape[:-1], shape[-1] // 256)
+  np.testing.assert_array_equal(np.asarray(absmax).reshape(-1), _reference(x, code, 256)[0])
+  rows = qz.dequantize_blockwise(codes, absmax, code, 256)
+  flat = qz.dequantize_blockwise(codes, absmax.reshape(-1), code, 256)
+  np.testing.assert_array_equal(rows, flat)
+  assert rows.shape == shape

@@ -18,4 +18,5 @@ def test_shardings_on_8_devices():
     timeout=900,
   )
   assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-  assert re.search(r"\b(3[0-9]|[4-9][0-9]) passed", result.stdout), result.stdout[-2000:]
+  # 13 transforms x jit or not x explicit or auto axes; 3 8-bit transforms x jit x 2 leaves.
+  assert re.search(r"\b52 passed, 12 xfailed\b", result.stdout), result.stdout[-2000:]

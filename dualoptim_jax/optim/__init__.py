@@ -6,7 +6,7 @@ from dualoptim_jax.optim.accumulate import AccumulateState, accumulate_per_objec
 from dualoptim_jax.optim.dual import DualState, SharedState, dual_transform, shared_transform
 from dualoptim_jax.optim.plus import DeltaState, DualOptimPlusState, dualoptim_plus
 from dualoptim_jax.optim.quantize import QuantizedArray
-from dualoptim_jax.optim.quantized_state import STRUCTURAL_ARGS, quantize_moments
+from dualoptim_jax.optim.quantized_state import STRUCTURAL_ARGS, is_quantized, quantize_moments
 from dualoptim_jax.optim.recipes import (
   dualoptim,
   dualoptim_llm,
@@ -22,6 +22,7 @@ from dualoptim_jax.optim.schedules import (
   alternating,
   epoch_blocks,
 )
+from dualoptim_jax.optim.shardings import state_shardings
 
 __all__ = [
   "AccumulateState",
@@ -41,6 +42,7 @@ __all__ = [
   "dualoptim_llm",
   "dualoptim_plus",
   "epoch_blocks",
+  "is_quantized",
   "quantize",
   "quantize_moments",
   "sgd_l2",
@@ -48,4 +50,5 @@ __all__ = [
   "shared_adamw_llm",
   "shared_sgd",
   "shared_transform",
+  "state_shardings",
 ]

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 
 def _linspace32(start: float, stop: float, num: int) -> np.ndarray:
@@ -206,6 +207,30 @@ def rows_of_blocks(shape: tuple[int, ...], block_size: int) -> bool:
   return len(shape) >= 1 and shape[-1] % block_size == 0
 
 
+def _local_blocks(x: jax.Array, block_size: int) -> tuple[jax.Array, tuple | None]:
+  """``x`` gathered where its blocks would cross its shards, and the spec to give back.
+
+  Under explicit mesh axes a leaf is cut into blocks only where every shard holds whole blocks:
+  along rows (:func:`rows_of_blocks`) with its last axis unsharded or split into whole blocks.
+  Otherwise (a flattened layout, or a last axis split inside blocks) the leaf is first gathered
+  on every device (an all-gather per update), and the result resharded to the leaf's spec. Auto
+  axes show no spec here: XLA's propagation decides. Returns ``(x, None)`` when nothing moves.
+  """
+  sharding = jax.typeof(x).sharding
+  spec = tuple(sharding.spec) + (None,) * (x.ndim - len(tuple(sharding.spec)))
+  if not any(spec):
+    return x, None
+  if rows_of_blocks(x.shape, block_size):
+    names = spec[-1] if isinstance(spec[-1], tuple) else (spec[-1],) if spec[-1] else ()
+    shards = 1
+    for name in names:
+      shards *= sharding.mesh.shape[name]
+    if (x.shape[-1] // shards) % block_size == 0:
+      return x, None
+    return jax.sharding.reshard(x, P(*spec[:-1], None)), spec
+  return jax.sharding.reshard(x, P()), spec
+
+
 @functools.partial(jax.jit, static_argnums=3)
 def _quantize_blockwise(x, code, tables, block_size):
   def quantize_blocks(blocks):
@@ -218,11 +243,12 @@ def _quantize_blockwise(x, code, tables, block_size):
       codes = _lookup(tables, y)
     return codes.astype(jnp.uint8), absmax
 
-  x = jnp.asarray(x, jnp.float32)
+  x, spec = _local_blocks(jnp.asarray(x, jnp.float32), block_size)
   if rows_of_blocks(x.shape, block_size):
     shape = x.shape[:-1] + (x.shape[-1] // block_size, block_size)
     codes, absmax = quantize_blocks(x.reshape(shape))
-    return codes.reshape(x.shape), absmax
+    codes = codes.reshape(x.shape)
+    return (codes, absmax) if spec is None else (jax.sharding.reshard(codes, P(*spec)), absmax)
   flat = x.reshape(-1)
   full = flat.size - flat.size % block_size
   codes, absmax = quantize_blocks(flat[:full].reshape(-1, block_size))
@@ -232,7 +258,8 @@ def _quantize_blockwise(x, code, tables, block_size):
     last_codes, last_absmax = quantize_blocks(_blocks(flat[full:], block_size))
     codes = jnp.concatenate([codes, last_codes.reshape(-1)[: flat.size - full]])
     absmax = jnp.concatenate([absmax, last_absmax])
-  return codes.reshape(jnp.shape(x)), absmax
+  codes = codes.reshape(jnp.shape(x))
+  return (codes, absmax) if spec is None else (jax.sharding.reshard(codes, P(*spec)), absmax)
 
 
 def quantize_blockwise(
@@ -283,6 +310,10 @@ def dequantize_blockwise(
   Returns:
     A float32 array of ``codes``' shape.
   """
+  codes, spec = _local_blocks(codes, block_size)
+  if spec is not None:
+    values = dequantize_blockwise(codes, absmax, code, block_size)
+    return jax.sharding.reshard(values, P(*spec))
   if rows_of_blocks(codes.shape, block_size):
     grid = codes.shape[:-1] + (codes.shape[-1] // block_size,)
     blocks = codes.reshape(grid + (block_size,)).astype(jnp.int32)

@@ -36,8 +36,8 @@ EIGHT_BIT = {"dualoptim_llm_8bit", "dualoptim_plus_8bit", "quantize_moments_adam
 # (blocks of 256 along the last axis) the sharding: (64, 512) -> (64, 2), (16, 4096) -> (16, 16).
 ROWS = {(64, 512): ("x", None), (16, 4096): (None, "x"), (7,): (None,)}
 ABSMAX = {(64, 2): ("x", None), (16, 16): (None, "x")}
-# Not yet under explicit axes: a large leaf whose last axis is not a multiple of 256 (it keeps the
-# flattened block layout), and a last axis sharded into pieces that are not whole blocks.
+# Gathered before quantizing: a large leaf whose last axis is not a multiple of 256 (flattened
+# blocks), and a last axis sharded into pieces that are not whole blocks.
 ODD = {"odd width": {(64, 100): ("x", None)}, "split blocks": {(16, 512): (None, "x")}}
 
 
@@ -84,6 +84,24 @@ def test_state_keeps_its_shardings_through_init_and_updates(name, jit, axis_type
 @pytest.mark.parametrize("leaf", list(ODD))
 @pytest.mark.parametrize("jit", [True, False])
 @pytest.mark.parametrize("name", sorted(EIGHT_BIT))
-def test_8bit_leaves_that_do_not_follow_explicit_axes_yet(name, jit, leaf, request):
-  request.applymarker(pytest.mark.xfail(strict=True, reason="these blocks need a reshape"))
+def test_8bit_leaves_gathered_to_quantize_keep_their_shardings(name, jit, leaf):
   check(name, jit, AxisType.Explicit, ODD[leaf])
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Explicit, AxisType.Auto])
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_state_shardings_place_a_jitted_init_like_the_params(name, axis_type):
+  """state_shardings derives every leaf's sharding from the params' (optax.tree.map_params),
+  also for 8-bit moments; a jitted init with them as out_shardings lays the state out so, under
+  auto axes too."""
+  shapes = {**ROWS, **ODD["odd width"]}
+  mesh = jax.make_mesh((8,), ("x",), axis_types=(axis_type,))
+  with jax.set_mesh(mesh):
+    shardings = {str(k): NamedSharding(mesh, P(*v)) for k, v in shapes.items()}
+    params = {str(k): jax.device_put(jnp.ones(k), shardings[str(k)]) for k in shapes}
+    tx = TRANSFORMS[name]()
+    state = jax.jit(tx.init, out_shardings=dj.state_shardings(tx, params, shardings))(params)
+    expected = {**shapes, **ABSMAX, (25,): (None,)}  # the odd leaf's flattened absmax: replicated
+    leaves = [x for x in jax.tree.leaves(state) if x.shape in expected]
+    assert leaves and all(spec(x) == expected[x.shape] for x in leaves)
+    assert all(spec(x) == () for x in jax.tree.leaves(state) if x.ndim == 0)

@@ -118,10 +118,8 @@ def dualoptim_plus(
       return tree
     return jax.tree.map(lambda x: store(x, signed, **quant), tree)
 
-  def get(tree, signed):
-    return jax.tree.map(
-      lambda x: load(x, signed, block_size=block_size), tree, is_leaf=is_quantized
-    )
+  def get(tree):
+    return jax.tree.map(load, tree, is_leaf=is_quantized)
 
   def init_fn(params):
     def zeros():  # float32 moments, each with its param's sharding
@@ -174,10 +172,10 @@ def dualoptim_plus(
       updates,
       params,
       _decay_mask(mask, params),
-      get(state.base_mu, True),
-      get(state.base_nu, False),
-      get(delta.mu, True),
-      get(delta.nu, True),
+      get(state.base_mu),
+      get(state.base_nu),
+      get(delta.mu),
+      get(delta.nu),
     )
     pick = lambda i: jax.tree.map(lambda _, out: out[i], updates, leaves)  # noqa: E731
     deltas = dict(state.deltas)

@@ -18,8 +18,8 @@ References:
   <https://arxiv.org/abs/2110.02861>`_, 2022.
 """
 
+import dataclasses
 import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -325,18 +325,35 @@ def dequantize_blockwise(
   return values.reshape(-1)[: codes.size].reshape(codes.shape)
 
 
-class QuantizedArray(NamedTuple):
-  """Blockwise 8-bit form of an array; the block size and the map are kept by the caller."""
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class QuantizedArray:
+  """Blockwise 8-bit form of an array, a pytree of two arrays.
 
-  codes: jax.Array  # uint8, the array's shape.
-  absmax: jax.Array  # float32, one per block, shaped as `quantize_blockwise` says.
+  Attributes:
+    codes: uint8 indices into the signed or unsigned :func:`dynamic_map`, of the array's shape.
+    absmax: float32 per-block scales, shaped as :func:`quantize_blockwise` returns them.
+    signed: which map (static: part of the tree structure).
+    block_size: elements per block (static).
+  """
+
+  codes: jax.Array
+  absmax: jax.Array
+  signed: bool = dataclasses.field(default=True, metadata={"static": True})
+  block_size: int = dataclasses.field(default=256, metadata={"static": True})
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    """The shape of the array it stores."""
+    return self.codes.shape
 
 
 def quantize(x: jax.Array, signed: bool = True, block_size: int = 256) -> QuantizedArray:
   """Quantises ``x`` with the signed or unsigned :func:`dynamic_map`."""
-  return QuantizedArray(*quantize_blockwise(x, dynamic_map(signed), block_size))
+  codes, absmax = quantize_blockwise(x, dynamic_map(signed), block_size)
+  return QuantizedArray(codes, absmax, signed, block_size)
 
 
-def dequantize(q: QuantizedArray, signed: bool = True, block_size: int = 256) -> jax.Array:
+def dequantize(q: QuantizedArray) -> jax.Array:
   """Reconstructs the float32 array stored in ``q``."""
-  return dequantize_blockwise(q.codes, q.absmax, dynamic_map(signed), block_size)
+  return dequantize_blockwise(q.codes, q.absmax, dynamic_map(q.signed), q.block_size)

@@ -53,9 +53,9 @@ def store(x: jax.Array, signed: bool, *, block_size: int = 256, min_8bit_size: i
   return x
 
 
-def load(x, signed: bool, *, block_size: int = 256) -> jax.Array:
+def load(x) -> jax.Array:
   """The float32 value of a stored leaf (identity for leaves kept in full precision)."""
-  return dequantize(x, signed, block_size) if is_quantized(x) else x
+  return dequantize(x) if is_quantized(x) else x
 
 
 def _is_second_moment(path) -> bool:
@@ -92,11 +92,7 @@ def quantize_moments(
     )
 
   def decode(state):
-    return jax.tree_util.tree_map_with_path(
-      lambda path, x: load(x, not is_unsigned(path), block_size=block_size),
-      state,
-      is_leaf=is_quantized,
-    )
+    return jax.tree.map(load, state, is_leaf=is_quantized)
 
   def init_fn(params):
     return encode(inner.init(params))

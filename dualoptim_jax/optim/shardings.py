@@ -1,5 +1,6 @@
 """The shardings of an optimizer state, derived from the params' shardings."""
 
+import dataclasses
 import math
 from typing import Any
 
@@ -8,7 +9,6 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dualoptim_jax.optim.quantize import QuantizedArray
 from dualoptim_jax.optim.quantized_state import is_quantized
 
 
@@ -45,7 +45,7 @@ def state_shardings(tx: optax.GradientTransformation, params: Any, param_shardin
     if not is_quantized(leaf):
       return sharding
     absmax = sharding if fits(sharding, leaf.absmax.shape) else replicated
-    return QuantizedArray(sharding, absmax)
+    return dataclasses.replace(leaf, codes=sharding, absmax=absmax)
 
   abstract = jax.eval_shape(tx.init, params)
   return optax.tree.map_params(

@@ -223,10 +223,10 @@ def test_quantized_array_helpers():
   x = jnp.asarray(np.random.default_rng(4).standard_normal((7, 33)), jnp.float32)
   q = jax.jit(qz.quantize, static_argnums=(1, 2))(x, False, 64)
   assert isinstance(q, qz.QuantizedArray)
-  assert len(jax.tree.leaves(q)) == 2
+  assert len(jax.tree.leaves(q)) == 2 and (q.signed, q.block_size, q.shape) == (False, 64, (7, 33))
   codes, absmax = qz.quantize_blockwise(x, qz.dynamic_map(False), 64)
-  chex.assert_trees_all_equal(q, qz.QuantizedArray(codes, absmax))
-  deq = jax.jit(qz.dequantize, static_argnums=(1, 2))(q, False, 64)
+  chex.assert_trees_all_equal(q, qz.QuantizedArray(codes, absmax, signed=False, block_size=64))
+  deq = jax.jit(qz.dequantize)(q)
   chex.assert_trees_all_equal(
     deq, qz.dequantize_blockwise(codes, absmax, qz.dynamic_map(False), 64)
   )

@@ -31,7 +31,8 @@ def test_adamw_moments_are_stored_in_8_bits_with_the_right_maps():
     exact = np.asarray(optax.tree.get(ref_state, name)["big"]).reshape(-1)
     blocks = np.pad(exact, (0, 24 * 256 - exact.size)).reshape(24, 256)
     np.testing.assert_array_equal(stored.absmax, np.abs(blocks).max(1))
-    decoded = np.asarray(quantize.dequantize(stored, signed)).reshape(-1)
+    assert stored.signed == signed and stored.block_size == 256
+    decoded = np.asarray(quantize.dequantize(stored)).reshape(-1)
     half_gap = np.max(np.diff(np.asarray(quantize.dynamic_map(signed)))) / 2
     bound = np.repeat(np.asarray(stored.absmax), 256)[: exact.size] * half_gap * (1 + 1e-5)
     assert np.all(np.abs(decoded - exact) <= bound + 1e-12)

@@ -1,5 +1,5 @@
-"""Host-side data: image datasets, forget/retain/test splits, fixed-shape batching, and the named
-unlearning settings."""
+"""Host-side data: image datasets, forget/retain/test splits, fixed-shape batching, the named
+unlearning settings, and TOFU (``dualoptim_jax.data.tofu``)."""
 
 from dualoptim_jax.data.batching import (
   augment_batch,

@@ -1,0 +1,1 @@
+"""LLM unlearning on TOFU (in progress): the TOFU metrics."""

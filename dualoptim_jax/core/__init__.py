@@ -2,8 +2,16 @@
 objective schedule, and Orbax checkpoints."""
 
 from dualoptim_jax.core import checkpoint
-from dualoptim_jax.core.loop import run_schedule
+from dualoptim_jax.core.loop import run_schedule, train_epochs
 from dualoptim_jax.core.state import TrainState, init_state
 from dualoptim_jax.core.step import LossFn, make_step
 
-__all__ = ["LossFn", "TrainState", "checkpoint", "init_state", "make_step", "run_schedule"]
+__all__ = [
+  "LossFn",
+  "TrainState",
+  "checkpoint",
+  "init_state",
+  "make_step",
+  "run_schedule",
+  "train_epochs",
+]

@@ -1,8 +1,15 @@
-"""The host loop of a run: at each global step, the objective the schedule names runs its step."""
+"""The host loops: `run_schedule` (at each global step, the objective the schedule names runs its
+step) and `train_epochs` (epochs of one objective, checkpointed after each and resumable)."""
 
+import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+from tqdm.auto import tqdm
+
+from dualoptim_jax.core import checkpoint
 from dualoptim_jax.core.state import TrainState
 
 
@@ -45,4 +52,92 @@ def run_schedule(
     )
     if after_step is not None:
       after_step(t, state)
+  return state
+
+
+def train_epochs(
+  state: TrainState,
+  step: Callable,
+  epoch_batches: Callable[[int], Iterable[Any]],
+  *,
+  epochs: int,
+  steps_per_epoch: int,
+  hyperparameters: dict,
+  checkpoint_dir=None,
+  restore: Callable[[Any, TrainState, int], TrainState] = checkpoint.restore,
+  progress: bool = True,
+  desc: str = "train",
+) -> TrainState:
+  """Runs ``step`` over ``epoch_batches(e)`` for each epoch ``e``, checkpointing and resuming.
+
+  With ``checkpoint_dir``, the state is saved after every epoch as step ``epoch + 1`` with
+  metadata ``{"epoch", "loss", "seconds", "total_seconds", "hyperparameters"}`` (``loss``: the
+  epoch's mean step loss; ``seconds``: its wall time; ``total_seconds``: the wall time of all
+  epochs so far over every sitting, None if an older checkpoint did not record it), and the run
+  first resumes from the newest checkpoint there that reads back (`checkpoint.newest_readable`):
+  finished epochs are skipped, so ``epoch_batches`` must depend on the epoch alone for a resumed
+  run to equal a straight one. A checkpoint past ``epochs`` or of other ``hyperparameters`` raises
+  a ``ValueError``. The input state is copied, never donated.
+
+  Args:
+    state: the initial state.
+    step: a step from `make_step` (``step(state, batch) -> (state, metrics)``).
+    epoch_batches: the batches of epoch ``e``.
+    epochs: the number of epochs.
+    steps_per_epoch: the number of batches of an epoch (for the progress bar).
+    hyperparameters: a JSON dict that identifies the run; resuming requires the same.
+    checkpoint_dir: where to save and resume from, or None.
+    restore: ``restore(directory, state, step)``, e.g. to read an older checkpoint layout.
+    progress: show a tqdm progress bar over the steps.
+    desc: the progress bar's label.
+  """
+  if epochs < 1:
+    raise ValueError(f"epochs must be positive, got {epochs}.")
+  start, total_seconds, found = 0, 0.0, None
+  if checkpoint_dir is not None:  # the newest epoch that reads back, skipping damaged ones
+    found = checkpoint.newest_readable(
+      checkpoint_dir,
+      lambda n: (checkpoint.read_metadata(checkpoint_dir, n), restore(checkpoint_dir, state, n)),
+    )
+  if found is not None:
+    start, (saved, restored) = found
+    if start > epochs:
+      raise ValueError(
+        f"{checkpoint_dir} holds a checkpoint of epoch {start}, past the {epochs} epochs asked for."
+      )
+    if saved.get("hyperparameters", hyperparameters) != hyperparameters:
+      raise ValueError(
+        f"{checkpoint_dir} holds a run with other hyper-parameters "
+        f"({saved['hyperparameters']}, asked for {hyperparameters})."
+      )
+    total_seconds, state = saved.get("total_seconds"), restored
+  else:
+    # The step donates its input state; copy it so that the caller's arrays survive.
+    state = jax.tree.map(jnp.copy, state)
+  with tqdm(
+    total=epochs * steps_per_epoch,
+    initial=start * steps_per_epoch,
+    desc=desc,
+    unit="step",
+    disable=not progress,
+  ) as bar:
+    for epoch in range(start, epochs):
+      begin, total, count = time.perf_counter(), 0.0, 0
+      for batch in epoch_batches(epoch):
+        state, metrics = step(state, batch)
+        total, count = total + metrics["loss"], count + 1
+        bar.update()
+      loss = float(total) / max(count, 1)
+      bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
+      if checkpoint_dir is not None:
+        seconds = time.perf_counter() - begin
+        total_seconds = None if total_seconds is None else total_seconds + seconds
+        metadata = {
+          "epoch": epoch + 1,
+          "loss": loss,
+          "seconds": seconds,
+          "total_seconds": total_seconds,
+          "hyperparameters": hyperparameters,
+        }
+        checkpoint.save(checkpoint_dir, epoch + 1, state, metadata=metadata)
   return state

@@ -9,16 +9,12 @@ augmentation from ``np.random.default_rng([seed, e])``, so with a checkpoint dir
 interrupted run resumes bit-identically from its last finished epoch.
 """
 
-import time
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
-from dualoptim_jax.core import TrainState, checkpoint, init_state, make_step
+from dualoptim_jax.core import TrainState, checkpoint, init_state, make_step, train_epochs
 from dualoptim_jax.data import ArrayDataset, epoch_batches, num_batches
 from dualoptim_jax.optim import sgd_l2
 from dualoptim_jax.tasks.classification.losses import classifier_loss, cross_entropy
@@ -83,16 +79,10 @@ def train_classifier(
   ``model`` gives the architecture and the initial weights and is left unchanged; build the trained
   model with ``nnx.merge(graphdef, state.params, state.model_state)``.
 
-  With ``checkpoint_dir``, the `TrainState` (optimizer state included) is saved after every epoch
-  as step ``epoch + 1`` with metadata ``{"epoch", "loss", "seconds", "total_seconds",
-  "hyperparameters"}`` (``seconds``: that epoch's wall time; ``total_seconds``: the wall time of all
-  epochs so far, over every sitting, None if an older checkpoint did not record it), and a call
-  first resumes from the newest checkpoint there that reads back (see `checkpoint.newest_readable`):
-  finished epochs are skipped, and a directory that already holds epoch ``epochs`` returns at
-  once. Resuming from checkpoints of other
-  hyper-parameters or another dataset size raises a ``ValueError``; since the learning rate depends
-  on ``epochs``, a run extended to more epochs matches a straight run only where the learning rates
-  of the epochs already done agree.
+  With ``checkpoint_dir``, every epoch is checkpointed and a call resumes from the newest
+  checkpoint there (`train_epochs`); a directory that already holds epoch ``epochs`` returns at
+  once. Since the learning rate depends on ``epochs``, a run extended to more epochs matches a
+  straight run only where the learning rates of the epochs already done agree.
 
   Args:
     model: the classifier, e.g. `ResNet18`.
@@ -130,60 +120,18 @@ def train_classifier(
     "augment": augment,
   }
 
-  start, total_seconds, found = 0, 0.0, None
-  if checkpoint_dir is not None:  # the newest epoch that reads back, skipping damaged ones
-    found = checkpoint.newest_readable(
-      checkpoint_dir,
-      lambda step: (
-        checkpoint.read_metadata(checkpoint_dir, step),
-        _restore(checkpoint_dir, state, step),
-      ),
-    )
-  if found is not None:
-    start, (saved, restored) = found
-    if start > epochs:
-      raise ValueError(
-        f"{checkpoint_dir} holds a checkpoint of epoch {start}, past the {epochs} epochs asked for."
-      )
-    if saved.get("hyperparameters", hyperparameters) != hyperparameters:
-      raise ValueError(
-        f"{checkpoint_dir} holds a run with other hyper-parameters "
-        f"({saved['hyperparameters']}, asked for {hyperparameters})."
-      )
-    total_seconds, state = saved.get("total_seconds"), restored
-  else:
-    # The step donates its input state; copy it so that the model's own arrays survive.
-    state = jax.tree.map(jnp.copy, state)
-  if start == epochs:
-    return graphdef, state
-
-  step = make_step(tx, classifier_loss(graphdef, cross_entropy))
-  with tqdm(
-    total=epochs * steps_per_epoch,
-    initial=start * steps_per_epoch,
+  state = train_epochs(
+    state,
+    make_step(tx, classifier_loss(graphdef, cross_entropy)),
+    lambda epoch: epoch_batches(
+      dataset, batch_size, np.random.default_rng([seed, epoch]), augment=augment
+    ),
+    epochs=epochs,
+    steps_per_epoch=steps_per_epoch,
+    hyperparameters=hyperparameters,
+    checkpoint_dir=checkpoint_dir,
+    restore=_restore,
+    progress=progress,
     desc=desc,
-    unit="step",
-    disable=not progress,
-  ) as bar:
-    for epoch in range(start, epochs):
-      begin = time.perf_counter()
-      rng = np.random.default_rng([seed, epoch])
-      total = 0.0
-      for batch in epoch_batches(dataset, batch_size, rng, augment=augment):
-        state, metrics = step(state, batch)
-        total += metrics["loss"]
-        bar.update()
-      loss = float(total) / steps_per_epoch
-      bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
-      if checkpoint_dir is not None:
-        seconds = time.perf_counter() - begin
-        total_seconds = None if total_seconds is None else total_seconds + seconds
-        metadata = {
-          "epoch": epoch + 1,
-          "loss": loss,
-          "seconds": seconds,
-          "total_seconds": total_seconds,
-          "hyperparameters": hyperparameters,
-        }
-        checkpoint.save(checkpoint_dir, epoch + 1, state, metadata=metadata)
+  )
   return graphdef, state

@@ -36,11 +36,12 @@ class Template:
 
 
 # The small models use TOFU's ``Question: ...\nAnswer: `` (as TOFU fine-tuned Phi-1.5); "phi" is the
-# DualOptim code's Phi-1.5 chat template; "llama2" is TOFU's Llama-2 template.
+# DualOptim code's Phi-1.5 chat template; "llama2" is TOFU's Llama-2 template with the BOS that
+# Llama's tokenizer adds (texts are encoded without special tokens; "<s>" in a text is the BOS).
 TEMPLATES = {
   "qa": Template("Question: ", "\nAnswer: "),
   "phi": Template("<|user|>\n", "<|end|>\n<|assistant|>\n"),
-  "llama2": Template("[INST] ", " [/INST]"),
+  "llama2": Template("<s>[INST] ", " [/INST]"),
 }
 
 
@@ -137,12 +138,14 @@ def bucket_batches(
   pad_id: int,
   rng: np.random.Generator | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-  """One epoch of batches, each padded on the right to the smallest bucket length that fits it.
+  """One epoch of batches; each example goes to the smallest bucket length that fits it.
 
-  With ``rng`` the examples are shuffled; each batch then takes the next ``batch_size`` examples
-  (the last one repeats earlier examples to stay full), so a jitted step compiles once per bucket.
-  Longer examples are cut to the largest bucket. A batch is ``{"input_ids", "labels",
-  "attention_mask"}``: padding has ``pad_id``, label ``IGNORE`` and attention False.
+  Every bucket's examples (shuffled with ``rng``, else in order) are cut into batches of
+  ``batch_size``, the last one filled by repeating that bucket's first examples, so a jitted
+  step compiles once per bucket and each example appears at least once; with ``rng`` the batch
+  order is shuffled too. Longer examples are cut to the largest bucket. A batch is
+  ``{"input_ids", "labels", "attention_mask", "index"}``, right-padded: padding has ``pad_id``,
+  label ``IGNORE`` and attention False; ``index`` gives each row's position in ``examples``.
   """
   if not examples:
     raise ValueError("Cannot batch an empty set of examples.")
@@ -150,20 +153,32 @@ def bucket_batches(
     raise ValueError(f"Need a positive batch size and buckets, got {batch_size} and {buckets}.")
   buckets = sorted(buckets)
   order = np.arange(len(examples)) if rng is None else rng.permutation(len(examples))
-  count = -(-len(order) // batch_size)
-  order = np.resize(order, count * batch_size)
-  for start in range(0, len(order), batch_size):
-    chosen = [examples[i] for i in order[start : start + batch_size]]
-    longest = max(len(ids) for ids, _ in chosen)
-    length = next((b for b in buckets if b >= longest), buckets[-1])
+  fits = np.searchsorted(buckets, [len(examples[i][0]) for i in order])
+  chunks = []
+  for b, length in enumerate(buckets):
+    members = order[np.minimum(fits, len(buckets) - 1) == b]
+    if len(members):
+      padded = np.resize(members, -(-len(members) // batch_size) * batch_size)
+      chunks += [(length, padded[i : i + batch_size]) for i in range(0, len(padded), batch_size)]
+  for c in range(len(chunks)) if rng is None else rng.permutation(len(chunks)):
+    length, chosen = chunks[c]
     batch = {
       "input_ids": np.full((batch_size, length), pad_id, np.int32),
       "labels": np.full((batch_size, length), IGNORE, np.int32),
       "attention_mask": np.zeros((batch_size, length), bool),
+      "index": chosen.astype(np.int32),
     }
-    for row, (ids, labels) in enumerate(chosen):
+    for row, i in enumerate(chosen):
+      ids, labels = examples[i]
       n = min(len(ids), length)
       batch["input_ids"][row, :n] = ids[:n]
       batch["labels"][row, :n] = labels[:n]
       batch["attention_mask"][row, :n] = True
     yield batch
+
+
+def num_bucket_batches(lengths: Sequence[int], batch_size: int, buckets: Sequence[int]) -> int:
+  """How many batches `bucket_batches` makes of examples of these lengths."""
+  buckets = sorted(buckets)
+  fits = np.minimum(np.searchsorted(buckets, lengths), len(buckets) - 1)
+  return int(sum(-(-np.sum(fits == b) // batch_size) for b in range(len(buckets))))

@@ -96,29 +96,33 @@ def test_labels_mask_the_question_and_keep_the_answer_and_eos(name):
 def test_templates_read_as_the_reference_writes_them():
   assert tofu.TEMPLATES["qa"].prompt("Q") + "A" == "Question: Q\nAnswer: A"
   assert tofu.TEMPLATES["phi"].prompt("Q") + "A" == "<|user|>\nQ<|end|>\n<|assistant|>\nA"
-  assert tofu.TEMPLATES["llama2"].prompt("Q") + "A" == "[INST] Q [/INST]A"
+  assert tofu.TEMPLATES["llama2"].prompt("Q") + "A" == "<s>[INST] Q [/INST]A"
 
 
-def test_batches_take_the_smallest_bucket_and_cover_the_epoch():
+def test_each_example_takes_the_smallest_bucket_and_the_epoch_covers_all():
   examples = [
     tofu.encode_qa(encode, tofu.TEMPLATES["qa"], "q" * n, "a", 0) for n in range(5, 40, 3)
   ]
   lengths = [len(ids) for ids, _ in examples]
-  batches = list(
-    tofu.bucket_batches(examples, 4, (24, 32, 64), pad_id=0, rng=np.random.default_rng(0))
-  )
-  assert len(batches) == 3 and {b["input_ids"].shape[0] for b in batches} == {4}
-  seen = []
+  buckets = (24, 32, 64)
+  batches = list(tofu.bucket_batches(examples, 4, buckets, pad_id=0, rng=np.random.default_rng(0)))
+  per_bucket = [sum(min(b for b in buckets if b >= n) == c for n in lengths) for c in buckets]
+  assert len(batches) == sum(-(-k // 4) for k in per_bucket)
+  assert len(batches) == tofu.num_bucket_batches(lengths, 4, buckets)
+  seen = set()
   for batch in batches:
-    real = batch["attention_mask"].sum(axis=1)
-    longest = real.max()
-    assert batch["input_ids"].shape[1] == min(b for b in (24, 32, 64) if b >= longest)
-    for row, n in enumerate(real):
-      seen.append(int(n))
-      assert (batch["labels"][row, n:] == tofu.IGNORE).all() and (
-        batch["input_ids"][row, n:] == 0
-      ).all()
-  assert sorted(seen) == sorted(lengths)  # 12 examples in 3 full batches: each exactly once
+    width = batch["input_ids"].shape[1]
+    for row, i in enumerate(batch["index"]):
+      n = int(batch["attention_mask"][row].sum())
+      assert n == lengths[i] and width == min(b for b in buckets if b >= n)
+      np.testing.assert_array_equal(batch["input_ids"][row, :n], examples[i][0])
+      np.testing.assert_array_equal(batch["labels"][row, :n], examples[i][1])
+      assert (batch["labels"][row, n:] == tofu.IGNORE).all()
+      assert (batch["input_ids"][row, n:] == 0).all()
+      seen.add(int(i))
+  assert seen == set(range(len(examples)))  # every example at least once
+  in_order = [int(i) for b in tofu.bucket_batches(examples, 4, buckets, 0) for i in b["index"]]
+  assert in_order[: per_bucket[0]] == sorted(in_order[: per_bucket[0]])  # no rng: file order
   long = [tofu.encode_qa(encode, tofu.TEMPLATES["qa"], "q" * 100, "a", 0)]
   (batch,) = tofu.bucket_batches(long, 1, (24, 32), pad_id=0)
   assert batch["input_ids"].shape == (1, 32)  # cut to the largest bucket

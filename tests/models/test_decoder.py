@@ -68,6 +68,19 @@ def test_greedy_generation_with_the_cache_equals_full_forward_decoding(model):
     greedy_generate(model, prompt, 30)
 
 
+def test_left_padded_prompts_generate_as_unpadded_ones(model):
+  short, long = ids((1, 4), seed=5), ids((1, 7), seed=6)
+  padded = jnp.concatenate([jnp.zeros((1, 3), jnp.int32) + 9, short], axis=1)
+  prompts = jnp.concatenate([padded, long], axis=0)
+  mask = jnp.asarray([[False] * 3 + [True] * 4, [True] * 7])
+  together = np.asarray(greedy_generate(model, prompts, 8, mask))
+  np.testing.assert_array_equal(together[0], np.asarray(greedy_generate(model, short, 8))[0])
+  np.testing.assert_array_equal(together[1], np.asarray(greedy_generate(model, long, 8))[0])
+  # The padding really is hidden: without the mask the short prompt's tokens change.
+  unmasked = np.asarray(greedy_generate(model, prompts, 8))
+  assert not np.array_equal(unmasked[0], together[0])
+
+
 def test_bad_configs_are_refused():
   with pytest.raises(ValueError, match="even size"):
     DecoderConfig(vocab_size=10, dim=30, heads=4)

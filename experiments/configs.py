@@ -1,5 +1,6 @@
 """Named experiment configurations: a CPU-scale default, the project's CPU benchmark
-``fashion_mnist_small``, and the paper-scale CIFAR-10 and TinyImageNet settings.
+``fashion_mnist_small``, the paper-scale CIFAR-10 and TinyImageNet settings, and the TOFU
+target/retain models ``tofu_mini`` (minutes on a CPU) and ``tofu_cpu`` (all 4,000 QA).
 
 A config fixes the setting (``data/settings.py``), the model, the pretraining recipe (shared by
 the original model and the retrained reference), the unlearning recipe, the methods with their
@@ -16,6 +17,9 @@ from dualoptim_jax.tasks.classification import (
   SFRon,
   UnlearnConfig,
 )
+from dualoptim_jax.tasks.llm.evaluate import EvalConfig
+from dualoptim_jax.tasks.llm.finetune import FinetuneConfig
+from dualoptim_jax.tasks.llm.run import EVAL_SETS, TofuConfig
 
 # Forget learning rates. The shared SGD baseline uses the reference README's SalUn value. For AdamW
 # (adam, dual), 3e-4 had the lowest Avg. Gap of RL + DualOptim among {1e-4, 3e-4, 1e-3} on the
@@ -66,3 +70,40 @@ CONFIGS["tiny_imagenet"] = dataclasses.replace(
   setting="tiny_imagenet",
   methods=(RL(), SalUn(), SCRUB(), SFRon(iters=1500, lambd=0.6)),
 )
+# TOFU at CPU scale (sizes measured, see the README): a 1.3M-parameter decoder on 40 authors, and
+# a 4.2M-parameter one on all 200.
+CONFIGS["tofu_mini"] = TofuConfig(
+  name="tofu_mini", setting="tofu_mini", dim=128, finetune=FinetuneConfig(epochs=20)
+)
+CONFIGS["tofu_cpu"] = TofuConfig(
+  name="tofu_cpu", setting="tofu", dim=256, finetune=FinetuneConfig(epochs=20)
+)
+# Full scale (GPU/TPU): TOFU's fine-tuned checkpoints and a retain model from user folders
+# (--model-path, --retain-model-path), bfloat16 compute, the reference's eval budget (ds_size 300,
+# generation up to 256 tokens for Phi and 200 for Llama), all four evaluation sets.
+_FULL_EVAL = EvalConfig(
+  batch_size=32,
+  buckets=(128, 256, 384, 512),
+  prompt_buckets=(64, 128, 256),
+  max_new_tokens=256,
+)
+CONFIGS |= {
+  "tofu_ft_phi-1.5": TofuConfig(
+    name="tofu_ft_phi-1.5",
+    template="qa",  # TOFU fine-tuned Phi-1.5 on "Question: ...\nAnswer: "
+    max_len=2048,
+    eval=_FULL_EVAL,
+    eval_sets=EVAL_SETS,
+    pretrained=True,
+    dtype="bfloat16",
+  ),
+  "tofu_ft_llama2-7b": TofuConfig(
+    name="tofu_ft_llama2-7b",
+    template="llama2",
+    max_len=4096,
+    eval=dataclasses.replace(_FULL_EVAL, max_new_tokens=200),
+    eval_sets=EVAL_SETS,
+    pretrained=True,
+    dtype="bfloat16",
+  ),
+}

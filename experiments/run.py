@@ -3,15 +3,19 @@
   python -m experiments.run                       # the embedded CPU default
   python -m experiments.run --config fashion_mnist_small --out runs/fashion_mnist_small
   python -m experiments.run --config cifar10 --data-root /data/cifar10 --methods SalUn SFRon
+  python -m experiments.run --config tofu_mini    # TOFU target and retain models, their scores
 
-See ``dualoptim_jax.tasks.classification.run`` for what a run trains, writes and resumes.
+See ``dualoptim_jax.tasks.classification.run`` and ``dualoptim_jax.tasks.llm.run`` for what a run
+trains, writes and resumes.
 """
 
 import argparse
 import dataclasses
 import pathlib
 
+from dualoptim_jax.data.tofu import FORGET_SPLITS
 from dualoptim_jax.tasks.classification import METHODS, OPTIMIZERS, run_table
+from dualoptim_jax.tasks.llm.run import TofuConfig, build_models
 from experiments.configs import CONFIGS
 
 
@@ -36,9 +40,30 @@ def main(argv=None):
     help="override forget learning rates, e.g. dual=3e-4 sgd=0.02 (use a "
     "separate --out per setting: finished runs are found by name)",
   )
+  parser.add_argument("--forget", choices=sorted(FORGET_SPLITS), help="TOFU split")
+  parser.add_argument("--task", type=int, help="TOFU task of the split")
+  parser.add_argument("--tokenizer", help="TOFU: a tokenizer.json (default: the shipped BPE)")
+  parser.add_argument("--model-path", help="TOFU full scale: the target model's folder")
+  parser.add_argument("--retain-model-path", help="TOFU full scale: the retain model's folder")
   args = parser.parse_args(argv)
 
   config = CONFIGS[args.config]
+  out = args.out or pathlib.Path("runs") / config.name
+  if isinstance(config, TofuConfig):
+    config = dataclasses.replace(
+      config,
+      forget=args.forget or config.forget,
+      task=args.task or config.task,
+      target_path=args.model_path or config.target_path,
+      retain_path=args.retain_model_path or config.retain_path,
+    )
+    try:
+      build_models(config, out, args.data_root, args.tokenizer)
+    except (FileNotFoundError, ValueError) as error:
+      parser.exit(1, f"{parser.prog}: error: {error}\n")
+    print((out / "scores.md").read_text())
+    print(f"Results written under {out}")
+    return
   forget_lr = dict(config.forget_lr)
   for item in args.forget_lr:
     name, _, value = item.partition("=")
@@ -56,7 +81,6 @@ def main(argv=None):
     seeds=tuple(args.seeds or config.seeds),
     forget_lr=forget_lr,
   )
-  out = args.out or pathlib.Path("runs") / config.name
   try:
     table = run_table(config, out, args.data_root)
   except (FileNotFoundError, ValueError) as error:  # missing data, bad paths, damaged files

@@ -13,9 +13,18 @@ forget set of a seed, ``RandomState(seed + seed_offset).choice(len(pool), num_fo
 The CIFAR and SVHN hold-out is ``holdout_split(labels, 0.1, seed=1)``, 10% of every class.
 
 The ``seed - 1`` is the reference's CIFAR convention; the Fashion-MNIST settings use the seed as is.
+
+TOFU settings (`TOFU_SETTINGS`) name the pool of QA a target model learns; a split's forget and
+retain sets are the pool's rows of TOFU's own split (``data/tofu.py``):
+
+| name | pool | forget10 task 1 |
+| --- | --- | --- |
+| ``tofu_mini`` | 40 authors: 4 of forget10 task 1, 16 of task 2, retain10's 20 | 80 / 720 QA |
+| ``tofu`` | all 200 authors (4,000 QA) | 400 / 3,600 QA |
 """
 
 import dataclasses
+import pathlib
 from collections.abc import Callable
 
 import numpy as np
@@ -33,6 +42,7 @@ from dualoptim_jax.data.splits import (
   make_split,
   random_forget_indices,
 )
+from dualoptim_jax.data.tofu import TOFU_ROOT, TofuSplit, load_tofu, read_jsonl
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -133,3 +143,59 @@ def load_setting(name: str, root: PathLike | None = None) -> Setting:
   if name not in SETTINGS:
     raise ValueError(f"Unknown setting {name!r}; known settings: {', '.join(SETTINGS)}.")
   return SETTINGS[name](root)
+
+
+@dataclasses.dataclass(frozen=True)
+class TofuSetting:
+  """A pool of TOFU QA and its unlearning splits.
+
+  Attributes:
+    name: the setting's name.
+    pool: ``(file, task, rows)`` spans: the first ``rows`` QA of task ``task`` of ``file``
+      (``task`` None: of the whole file); None: all 4,000 QA.
+  """
+
+  name: str
+  pool: tuple[tuple[str, int | None, int], ...] | None = None
+
+  def split(self, forget: str = "forget10", task: int = 1, root: PathLike | None = None):
+    """TOFU's split ``forget``/``task`` restricted to the pool (forget evaluation set too)."""
+    full = load_tofu(forget, task, root)
+    if self.pool is None:
+      return full
+    root = pathlib.Path(TOFU_ROOT if root is None else root)
+    keep = set()
+    for file, span_task, rows in self.pool:
+      chosen = [
+        r
+        for r in read_jsonl(root / f"{file}.json")
+        if span_task in (None, int(r.get("task_id", 0)))
+      ]
+      keep |= {(r["question"], r["answer"]) for r in chosen[:rows]}
+
+    def mine(rows):
+      return [r for r in rows if (r["question"], r["answer"]) in keep]
+
+    forget_rows = mine(full.forget)
+    if not forget_rows:
+      raise ValueError(f"The setting {self.name} holds no QA of {forget} task {task}.")
+    return dataclasses.replace(
+      full, forget=forget_rows, retain=mine(full.retain), forget_eval=mine(full.forget_eval)
+    )
+
+
+TOFU_SETTINGS = {
+  "tofu_mini": TofuSetting(
+    "tofu_mini", pool=(("forget10", 1, 80), ("forget10", 2, 320), ("retain10", None, 400))
+  ),
+  "tofu": TofuSetting("tofu"),
+}
+
+
+def load_tofu_setting(
+  name: str, forget: str = "forget10", task: int = 1, root: PathLike | None = None
+) -> TofuSplit:
+  """The split ``forget``/``task`` of the TOFU setting ``name``, read from ``root``."""
+  if name not in TOFU_SETTINGS:
+    raise ValueError(f"Unknown TOFU setting {name!r}; known: {', '.join(TOFU_SETTINGS)}.")
+  return TOFU_SETTINGS[name].split(forget, task, root)

@@ -58,11 +58,12 @@ def load_tokenizer(path: PathLike | None = None) -> tokenizers.Tokenizer:
 
 
 def eos_id(tokenizer: tokenizers.Tokenizer) -> int:
-  """The id of ``<|endoftext|>``, the EOS and padding token."""
-  token = tokenizer.token_to_id(EOS)
-  if token is None:
-    raise ValueError(f"The tokenizer has no {EOS} token.")
-  return token
+  """The id of the EOS (and padding) token: ``<|endoftext|>`` (GPT-2, Phi, the shipped BPE) or
+  ``</s>`` (Llama)."""
+  for token in (EOS, "</s>"):
+    if tokenizer.token_to_id(token) is not None:
+      return tokenizer.token_to_id(token)
+  raise ValueError(f"The tokenizer has neither {EOS} nor </s>.")
 
 
 def main(argv=None):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dualoptim_jax import data
+from dualoptim_jax.data import settings, tofu
 
 _REAL_FILES_FOUND = os.path.isfile(
   os.path.join(data.FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz")
@@ -124,3 +125,24 @@ def test_unknown_setting_is_a_clear_error():
     ValueError, match="Unknown setting 'mnist3d'; known settings: fashion_mnist_tiny"
   ):
     data.load_setting("mnist3d")
+
+
+@pytest.mark.skipif(
+  not tofu.TOFU_ROOT.is_dir() and not os.environ.get("CI"), reason=f"no {tofu.TOFU_ROOT}"
+)
+def test_tofu_mini_is_40_authors_of_which_4_are_forgotten():
+  split = settings.load_tofu_setting("tofu_mini")
+  assert (len(split.forget), len(split.retain)) == (80, 720)
+  full = tofu.load_tofu("forget10", 1)
+  assert split.forget == full.forget[:80]  # the task's first 4 authors (20 QA each)
+  retain10 = tofu.read_jsonl(tofu.TOFU_ROOT / "retain10.json")
+  task2 = [r for r in tofu.read_jsonl(tofu.TOFU_ROOT / "forget10.json") if r["task_id"] == "2"]
+  assert split.retain == retain10 + task2[:320]  # the retain eval set's authors are trained on
+  assert [r["question"] for r in split.forget_eval] == [r["question"] for r in split.forget]
+  assert split.retain_eval == full.retain_eval
+  every = settings.load_tofu_setting("tofu")
+  assert (len(every.forget), len(every.retain)) == (400, 3600)
+  with pytest.raises(ValueError, match="tofu_mini holds no QA of forget10 task 3"):
+    settings.load_tofu_setting("tofu_mini", "forget10", 3)
+  with pytest.raises(ValueError, match="Unknown TOFU setting 'tofu_big'"):
+    settings.load_tofu_setting("tofu_big")

@@ -1,0 +1,264 @@
+"""The TOFU target and retain models of a setting, and their scores.
+
+For a `TofuConfig`, `build_models` (1) fine-tunes the target model on the setting's whole pool and
+(2) the retain model on the split's retain set only (TOFU's stand-in for retraining), or, at full
+scale, loads both from Hugging Face folders (``models/hf.py``), (3) checks
+that each has memorised its training QA (`evaluate.passes_gate`), (4) evaluates both on the
+forget and retain evaluation sets, and (5) writes under ``out``: ``scores.json`` (every score,
+gate, wall time and step count) and ``scores.md``. The models are Orbax checkpoints under
+``checkpoints/`` (resumed if interrupted, reused by later calls: the target once per setting, the
+retain model once per split) and each evaluation is cached under ``evals/``.
+"""
+
+import dataclasses
+import json
+import pathlib
+import time
+
+import jax
+from flax import nnx
+
+from dualoptim_jax.core import checkpoint
+from dualoptim_jax.data.settings import load_tofu_setting
+from dualoptim_jax.data.tofu import TEMPLATES, encode_qa, num_bucket_batches
+from dualoptim_jax.data.tokenizer import eos_id, load_tokenizer
+from dualoptim_jax.models.decoder import Decoder, DecoderConfig
+from dualoptim_jax.models.hf import load_hf_decoder
+from dualoptim_jax.tasks.llm.evaluate import (
+  SCORES,
+  EvalConfig,
+  evaluate_set,
+  memorisation,
+  passes_gate,
+  tofu_scores,
+)
+from dualoptim_jax.tasks.llm.finetune import FinetuneConfig, finetune_lm
+
+
+@dataclasses.dataclass(frozen=True)
+class TofuConfig:
+  """A TOFU experiment: setting, split, model and the recipes.
+
+  At CPU scale the two models are fine-tuned from scratch; with ``pretrained`` they are loaded
+  from ``target_path`` and ``retain_path`` (Hugging Face folders, e.g. ``tofu_ft_phi-1.5`` and a
+  retain90 model), whose ``tokenizer.json`` is used.
+
+  Attributes:
+    name: the config's name.
+    setting: a name from ``data.settings.TOFU_SETTINGS``.
+    forget, task: the split (``forget10`` task 1 is TOFU's standard one).
+    dim, layers, heads, max_len: the decoder (its vocabulary is the tokenizer's).
+    template: a name from ``data.tofu.TEMPLATES``.
+    finetune: the recipe of the target and the retain model.
+    eval: the evaluation settings.
+    eval_sets: the evaluation sets, among ``forget``, ``retain``, ``real_authors`` and
+      ``world_facts`` (the last two are meaningful for pretrained models only).
+    pretrained, target_path, retain_path, dtype: loading the models (compute ``dtype``).
+  """
+
+  name: str
+  setting: str = "tofu"
+  forget: str = "forget10"
+  task: int = 1
+  dim: int = 256
+  layers: int = 4
+  heads: int = 4
+  max_len: int = 256
+  template: str = "qa"
+  finetune: FinetuneConfig = FinetuneConfig()
+  eval: EvalConfig = EvalConfig()
+  eval_sets: tuple[str, ...] = ("forget", "retain")
+  pretrained: bool = False
+  target_path: str | None = None
+  retain_path: str | None = None
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    unknown = set(self.eval_sets) - set(EVAL_SETS)
+    if unknown or "forget" not in self.eval_sets:
+      raise ValueError(f"eval_sets must include 'forget' and come from {EVAL_SETS}.")
+
+
+def _model_config(config: TofuConfig, vocab_size: int) -> DecoderConfig:
+  return DecoderConfig(
+    vocab_size=vocab_size,
+    dim=config.dim,
+    layers=config.layers,
+    heads=config.heads,
+    max_len=config.max_len,
+  )
+
+
+EVAL_SETS = ("forget", "retain", "real_authors", "world_facts")
+
+
+class _Pipeline:
+  """The tokenizer, split and model config of a `TofuConfig`, shared by its two models."""
+
+  def __init__(self, config: TofuConfig, out, data_root=None, tokenizer_path=None):
+    if config.pretrained and not (config.target_path and config.retain_path):
+      raise ValueError(
+        f"{config.name} loads its models: give the target and the retain model folders "
+        "(--model-path, --retain-model-path)."
+      )
+    self.config, self.out = config, pathlib.Path(out)
+    if tokenizer_path is None and config.pretrained:
+      tokenizer_path = pathlib.Path(config.target_path) / "tokenizer.json"
+    self.tokenizer = load_tokenizer(tokenizer_path)
+    self.eos = eos_id(self.tokenizer)
+    self.template = TEMPLATES[config.template]
+    self.split = load_tofu_setting(config.setting, config.forget, config.task, data_root)
+    self.model_config = _model_config(config, self.tokenizer.get_vocab_size())
+    self.split_name = f"{config.forget}_task{config.task}"
+
+  def encode(self, text):
+    return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+  def rows(self, role: str) -> list[dict]:
+    if role not in ROLES:
+      raise ValueError(f"Unknown model {role!r}; the models are {', '.join(ROLES)}.")
+    return self.split.forget + self.split.retain if role == "target" else self.split.retain
+
+  def directory(self, role: str) -> pathlib.Path:
+    name = "target" if role == "target" else f"retain_{self.split_name}"
+    return self.out / "checkpoints" / name
+
+  def train(self, role: str, progress: bool = True):
+    """Fine-tunes (or reloads, or loads) one model: ``(model, examples, checkpoint metadata)``."""
+    examples = [
+      encode_qa(self.encode, self.template, r["question"], r["answer"], self.eos)
+      for r in self.rows(role)
+    ]
+    if self.config.pretrained:
+      path = self.config.target_path if role == "target" else self.config.retain_path
+      model = load_hf_decoder(path, dtype=self.config.dtype, max_len=self.config.max_len)
+      return model, examples, {"epoch": 0, "loss": None, "total_seconds": None, "path": path}
+    graphdef, state = finetune_lm(
+      Decoder(self.model_config, rngs=nnx.Rngs(self.config.finetune.seed)),
+      examples,
+      self.config.finetune,
+      pad_id=self.eos,
+      checkpoint_dir=self.directory(role),
+      progress=progress,
+      desc=f"{self.config.name} {role} model",
+    )
+    model = nnx.merge(graphdef, state.params, state.model_state)
+    return model, examples, checkpoint.read_metadata(self.directory(role))
+
+
+ROLES = ("target", "retain")
+
+
+def train_model(config: TofuConfig, role: str, out, data_root=None, tokenizer_path=None) -> None:
+  """Fine-tunes one model (``"target"`` or ``"retain"``) into ``out/checkpoints`` alone, e.g. in
+  a process of its own; `build_models` then finds it finished."""
+  _Pipeline(config, out, data_root, tokenizer_path).train(role)
+
+
+def build_models(
+  config: TofuConfig,
+  out,
+  data_root=None,
+  tokenizer_path=None,
+  progress: bool = True,
+) -> dict:
+  """Trains (or reloads) the target and retain models, evaluates them and writes the scores.
+
+  Returns the ``scores.json`` dict: per model (``target``, ``retain``) its fine-tune wall time and
+  steps, its memorisation on the forget and retain training QA, the gate, the per-set scores and
+  ``MU``, ``UFE``, ``Avg`` and ``FQ`` (against the retain model).
+  """
+  pipeline = _Pipeline(config, out, data_root, tokenizer_path)
+  out, split, template, eos = pipeline.out, pipeline.split, pipeline.template, pipeline.eos
+  encode, decode = pipeline.encode, pipeline.tokenizer.decode
+  sets = {
+    name: getattr(split, f"{name}_eval" if name in ("forget", "retain") else name)
+    for name in config.eval_sets
+  }
+  results = {}
+  for role in ROLES:
+    model, examples, saved = pipeline.train(role, progress)
+    cache = out / "evals" / f"{role}_{pipeline.split_name}.json"
+    key = {"epoch": saved["epoch"], "eval": dataclasses.asdict(config.eval)}
+    found = json.loads(cache.read_text()) if cache.is_file() else None
+    if found is None or found.get("key") != json.loads(json.dumps(key)):
+      begin = time.perf_counter()
+      found = {
+        "key": key,
+        "memorisation": {
+          name: memorisation(model, encode, template, data, config.eval, eos)
+          for name, data in (("forget", split.forget), ("retain", split.retain))
+        },
+        "sets": {
+          name: evaluate_set(
+            model,
+            encode,
+            decode,
+            template,
+            data,
+            config.eval,
+            eos,
+            forget=name == "forget",
+            relative=name in ("real_authors", "world_facts"),
+          )
+          for name, data in sets.items()
+        },
+      }
+      found["eval_seconds"] = time.perf_counter() - begin
+      cache.parent.mkdir(parents=True, exist_ok=True)
+      cache.write_text(json.dumps(found))
+    steps = saved["epoch"] * num_bucket_batches(
+      [len(ids) for ids, _ in examples], config.finetune.batch_size, config.finetune.buckets
+    )
+    results[role] = {
+      "train_examples": len(examples),
+      "epochs": saved["epoch"],
+      "steps": steps,
+      "train_seconds": saved.get("total_seconds"),
+      "final_loss": saved["loss"],
+      "eval_seconds": found["eval_seconds"],
+      "memorisation": found["memorisation"],
+      "sets": found["sets"],
+    }
+  for role, result in results.items():
+    gate = result["memorisation"]
+    result["gate"] = passes_gate(gate["retain"]) and (
+      role != "target" or passes_gate(gate["forget"])
+    )
+    result["scores"] = tofu_scores(result["sets"], results["retain"]["sets"]["forget"])
+  report = {
+    "config": config.name,
+    "setting": config.setting,
+    "split": pipeline.split_name,
+    "model": dataclasses.asdict(model.config),
+    "params": int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))),
+    "results": results,
+  }
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "scores.json").write_text(json.dumps(report, indent=1))
+  (out / "scores.md").write_text(scores_table(report))
+  return report
+
+
+def scores_table(report: dict) -> str:
+  """A markdown table of the models' memorisation, per-set scores, aggregates and cost."""
+  results = report["results"]
+  names = list(next(iter(results.values()))["sets"])
+  columns = [f"{s} {name}" for name in names for s in SCORES]
+  header = ["model", "gate", "exact F/R", "prob F/R", *columns, "MU", "UFE", "FQ"]
+  header += ["train min", "s/step"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for role, r in results.items():
+    m, seconds = r["memorisation"], r["train_seconds"]
+    cells = [
+      role,
+      "pass" if r["gate"] else "FAIL",
+      f"{m['forget']['exact']:.3f}/{m['retain']['exact']:.3f}",
+      f"{m['forget']['probability']:.3f}/{m['retain']['probability']:.3f}",
+      *(f"{r['sets'][name][s]:.3f}" for name in names for s in SCORES),
+      *(f"{r['scores'][s]:.3g}" for s in ("MU", "UFE", "FQ")),
+      "-" if seconds is None else f"{seconds / 60:.1f}",
+      "-" if seconds is None or not r["steps"] else f"{seconds / r['steps']:.3f}",
+    ]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"

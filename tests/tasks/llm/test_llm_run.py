@@ -1,0 +1,78 @@
+"""The TOFU runner end to end on a tiny model: files, caches, the gate's verdict, bad input."""
+
+import dataclasses
+import json
+import os
+
+import pytest
+
+from dualoptim_jax.data import tofu
+from dualoptim_jax.tasks.llm import run as runner
+from dualoptim_jax.tasks.llm.evaluate import EvalConfig
+from dualoptim_jax.tasks.llm.finetune import FinetuneConfig
+from experiments import run as cli
+
+pytestmark = pytest.mark.skipif(
+  not tofu.TOFU_ROOT.is_dir() and not os.environ.get("CI"), reason=f"no {tofu.TOFU_ROOT}"
+)
+TINY = runner.TofuConfig(
+  name="tiny",
+  setting="tofu_mini",
+  dim=32,
+  layers=1,
+  heads=2,
+  finetune=FinetuneConfig(epochs=1, batch_size=32, buckets=(96, 128)),
+  eval=EvalConfig(
+    batch_size=32, buckets=(128, 256), prompt_buckets=(64, 96), max_new_tokens=8, size=6
+  ),
+)
+
+
+def test_build_models_writes_scores_and_reuses_models_and_evaluations(tmp_path, monkeypatch):
+  report = runner.build_models(TINY, tmp_path, progress=False)
+  saved = json.loads((tmp_path / "scores.json").read_text())
+  assert saved == json.loads(json.dumps(report))
+  target, retain = report["results"]["target"], report["results"]["retain"]
+  assert (target["train_examples"], retain["train_examples"]) == (800, 720)
+  assert target["steps"] == tofu.num_bucket_batches(
+    [len(ids) for ids, _ in runner._Pipeline(TINY, tmp_path).train("target", False)[1]],
+    32,
+    (96, 128),
+  )
+  assert not target["gate"] and not retain["gate"]  # one epoch memorises nothing
+  assert len(target["sets"]["forget"]["truth_ratios"]) == 6
+  assert retain["scores"]["FQ"] == pytest.approx(1.0)  # the retain model against itself
+  assert "| target | FAIL |" in (tmp_path / "scores.md").read_text()
+  assert (tmp_path / "checkpoints" / "retain_forget10_task1").is_dir()
+
+  def fail(*args, **kwargs):
+    raise AssertionError("a finished model or evaluation ran again")
+
+  monkeypatch.setattr(runner, "evaluate_set", fail)
+  monkeypatch.setattr(runner, "memorisation", fail)
+  again = runner.build_models(TINY, tmp_path, progress=False)
+  assert again["results"]["target"]["sets"] == target["sets"]
+
+
+def test_pretrained_configs_need_both_model_folders(tmp_path, capsys):
+  with pytest.raises(ValueError, match="give the target and the retain model folders"):
+    runner.build_models(dataclasses.replace(TINY, pretrained=True), tmp_path)
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["--config", "tofu_ft_phi-1.5", "--model-path", str(tmp_path), "--out", str(tmp_path)])
+  assert exit_info.value.code == 1
+  assert "retain model folders" in capsys.readouterr().err
+  with pytest.raises(ValueError, match="eval_sets must include 'forget'"):
+    dataclasses.replace(TINY, eval_sets=("retain", "books"))
+
+
+def test_the_cli_passes_split_and_paths(monkeypatch, tmp_path):
+  seen = []
+  monkeypatch.setattr(cli, "build_models", lambda config, out, root, tok: seen.append(config))
+  (tmp_path / "scores.md").write_text("table")
+  cli.main(["--config", "tofu_cpu", "--forget", "forget05", "--task", "3", "--out", str(tmp_path)])
+  assert (seen[0].name, seen[0].forget, seen[0].task, seen[0].dim) == (
+    "tofu_cpu",
+    "forget05",
+    3,
+    256,
+  )

@@ -121,3 +121,58 @@ def test_tofu_scores_aggregate_the_sets_as_the_reference():
   assert scores["UFE"] == pytest.approx(1 - (0.9 + 0.8 + 0.4) / 3)
   assert scores["Avg"] == pytest.approx((scores["MU"] + scores["UFE"]) / 2)
   assert scores["FQ"] == pytest.approx(1.0)  # identical samples
+
+
+@pytest.mark.parametrize("name", ["forget", "real_authors"])
+def test_a_set_scores_from_its_own_answer_likelihoods_and_generations(trained, name):
+  split = tofu.load_tofu("forget10", 1)
+  rows = (split.forget_eval if name == "forget" else split.real_authors)[:5]
+  relative = name == "real_authors"
+  config = dataclasses.replace(EVAL, size=4, max_new_tokens=6)
+  got = E.evaluate_set(
+    trained,
+    encode,
+    TOKENIZER.decode,
+    TEMPLATE,
+    rows,
+    config,
+    EOS,
+    forget=not relative,
+    relative=relative,
+  )
+
+  def nll(answer_of):  # one unpadded pass per example
+    out = []
+    for r in rows[:4]:
+      ids, labels = tofu.encode_qa(encode, TEMPLATE, r["question"], answer_of(r), EOS)
+      per_token, counted = token_nll(trained(ids[None])[0], labels[None])
+      out.append(float(per_token.sum() / counted.sum()))
+    return np.array(out)
+
+  k = len(rows[0]["perturbed_answer"])  # 5 in the forget set, 3 for Real Authors
+  perturbed = [lambda r, j=j: r["perturbed_answer"][j] for j in range(k)]
+  true = nll(lambda r: r["answer"])
+  para = true if relative else nll(lambda r: r["paraphrased_answer"])
+  pert = np.stack([nll(f) for f in perturbed], axis=1)
+  ratios = np.exp(pert.mean(axis=1) - para)
+  np.testing.assert_allclose(got["truth_ratios"], ratios, rtol=1e-4)
+  if relative:
+    p = np.exp(-true)
+    expected = np.mean(p / (p + np.exp(-pert).sum(axis=1)))
+    assert got["Truth Ratio"] == pytest.approx(np.mean(np.maximum(0, 1 - 1 / ratios)), rel=1e-4)
+  else:
+    expected = np.mean(np.exp(-true))
+    assert got["Truth Ratio"] == pytest.approx(
+      1 - np.mean(np.minimum(ratios, 1 / ratios)), rel=1e-4
+    )
+  assert got["Probability"] == pytest.approx(expected, rel=1e-4)
+  generations = E.generate(
+    trained, encode, [TEMPLATE.prompt(r["question"]) for r in rows[:4]], config, EOS
+  )
+  rouge = metrics.rouge_l_recall(
+    [TOKENIZER.decode(g) for g in generations], [r["answer"] for r in rows[:4]]
+  )
+  assert got["ROUGE"] == pytest.approx(rouge.mean())
+  assert got["Token Entropy"] == pytest.approx(
+    np.mean([metrics.token_entropy(g) for g in generations])
+  )

@@ -5,8 +5,11 @@ import json
 import pathlib
 import shutil
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from safetensors.numpy import load_file, save_file
 
 from dualoptim_jax.models.decoder import greedy_generate
@@ -24,6 +27,16 @@ def test_logits_match_the_pytorch_model(family):
   # The cache path agrees with the full pass, so generation runs on the same logits.
   steps = np.asarray(greedy_generate(model, expected["ids"][:, :4], 3))
   np.testing.assert_array_equal(steps[:, 0], np.argmax(expected["logits"][:, 3], axis=-1))
+
+
+def test_bfloat16_compute_keeps_float32_weights():
+  expected = np.load(FIXTURES / "llama" / "expected.npz")
+  model = load_hf_decoder(FIXTURES / "llama", dtype="bfloat16")
+  assert {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))} == {np.dtype("float32")}
+  logits, _ = model(expected["ids"])
+  assert logits.dtype == jnp.bfloat16
+  error = np.abs(np.asarray(logits, np.float32) - expected["logits"]).max()
+  assert 0 < error < 0.05  # rounded, yet the same function
 
 
 def test_the_config_maps_each_family():

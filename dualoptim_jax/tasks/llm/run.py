@@ -34,6 +34,9 @@ from dualoptim_jax.tasks.llm.evaluate import (
 )
 from dualoptim_jax.tasks.llm.finetune import FinetuneConfig, finetune_lm
 
+EVAL_SETS = ("forget", "retain", "real_authors", "world_facts")
+ROLES = ("target", "retain")
+
 
 @dataclasses.dataclass(frozen=True)
 class TofuConfig:
@@ -87,9 +90,6 @@ def _model_config(config: TofuConfig, vocab_size: int) -> DecoderConfig:
     heads=config.heads,
     max_len=config.max_len,
   )
-
-
-EVAL_SETS = ("forget", "retain", "real_authors", "world_facts")
 
 
 class _Pipeline:
@@ -146,9 +146,6 @@ class _Pipeline:
     return model, examples, checkpoint.read_metadata(self.directory(role))
 
 
-ROLES = ("target", "retain")
-
-
 def train_model(config: TofuConfig, role: str, out, data_root=None, tokenizer_path=None) -> None:
   """Fine-tunes one model (``"target"`` or ``"retain"``) into ``out/checkpoints`` alone, e.g. in
   a process of its own; `build_models` then finds it finished."""
@@ -179,7 +176,11 @@ def build_models(
   for role in ROLES:
     model, examples, saved = pipeline.train(role, progress)
     cache = out / "evals" / f"{role}_{pipeline.split_name}.json"
-    key = {"epoch": saved["epoch"], "eval": dataclasses.asdict(config.eval)}
+    key = {
+      "epoch": saved["epoch"],
+      "model": saved.get("path"),
+      "eval": dataclasses.asdict(config.eval),
+    }
     found = json.loads(cache.read_text()) if cache.is_file() else None
     if found is None or found.get("key") != json.loads(json.dumps(key)):
       begin = time.perf_counter()

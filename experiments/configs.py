@@ -73,10 +73,10 @@ CONFIGS["tiny_imagenet"] = dataclasses.replace(
 # TOFU at CPU scale (sizes measured, see the README): a 1.3M-parameter decoder on 40 authors, and
 # a 4.2M-parameter one on all 200.
 CONFIGS["tofu_mini"] = TofuConfig(
-  name="tofu_mini", setting="tofu_mini", dim=128, finetune=FinetuneConfig(epochs=20)
+  name="tofu_mini", setting="tofu_mini", dim=128, finetune=FinetuneConfig(epochs=20, max_epochs=30)
 )
 CONFIGS["tofu_cpu"] = TofuConfig(
-  name="tofu_cpu", setting="tofu", dim=256, finetune=FinetuneConfig(epochs=20)
+  name="tofu_cpu", setting="tofu", dim=256, finetune=FinetuneConfig(epochs=20, max_epochs=30)
 )
 # Full scale (GPU/TPU): TOFU's fine-tuned checkpoints and a retain model from user folders
 # (--model-path, --retain-model-path), bfloat16 compute, the reference's eval budget (ds_size 300,

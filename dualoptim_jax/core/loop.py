@@ -65,10 +65,16 @@ def train_epochs(
   hyperparameters: dict,
   checkpoint_dir=None,
   restore: Callable[[Any, TrainState, int], TrainState] = checkpoint.restore,
+  until: Callable[[TrainState], bool] | None = None,
+  max_epochs: int | None = None,
   progress: bool = True,
   desc: str = "train",
 ) -> TrainState:
   """Runs ``step`` over ``epoch_batches(e)`` for each epoch ``e``, checkpointing and resuming.
+
+  The run has ``epochs`` epochs; with ``until``, it then goes on epoch by epoch while
+  ``until(state)`` is False, up to ``max_epochs`` in all (e.g. until a model has memorised its
+  data, at the schedule's final learning rate).
 
   With ``checkpoint_dir``, the state is saved after every epoch as step ``epoch + 1`` with
   metadata ``{"epoch", "loss", "seconds", "total_seconds", "hyperparameters"}`` (``loss``: the
@@ -77,7 +83,7 @@ def train_epochs(
   first resumes from the newest checkpoint there that reads back (`checkpoint.newest_readable`):
   finished epochs are skipped, so ``epoch_batches`` must depend on the epoch alone for a resumed
   run to equal a straight one. A checkpoint past ``epochs`` or of other ``hyperparameters`` raises
-  a ``ValueError``. The input state is copied, never donated.
+  a ``ValueError`` (past ``max_epochs`` when given). The input state is copied, never donated.
 
   Args:
     state: the initial state.
@@ -88,11 +94,14 @@ def train_epochs(
     hyperparameters: a JSON dict that identifies the run; resuming requires the same.
     checkpoint_dir: where to save and resume from, or None.
     restore: ``restore(directory, state, step)``, e.g. to read an older checkpoint layout.
+    until: the condition that ends training after ``epochs``, or None (exactly ``epochs``).
+    max_epochs: the most epochs with ``until`` (default ``epochs``).
     progress: show a tqdm progress bar over the steps.
     desc: the progress bar's label.
   """
-  if epochs < 1:
-    raise ValueError(f"epochs must be positive, got {epochs}.")
+  last = epochs if max_epochs is None else max_epochs
+  if epochs < 1 or last < epochs:
+    raise ValueError(f"Need 1 <= epochs <= max_epochs, got {epochs} and {max_epochs}.")
   start, total_seconds, found = 0, 0.0, None
   if checkpoint_dir is not None:  # the newest epoch that reads back, skipping damaged ones
     found = checkpoint.newest_readable(
@@ -101,9 +110,9 @@ def train_epochs(
     )
   if found is not None:
     start, (saved, restored) = found
-    if start > epochs:
+    if start > last:
       raise ValueError(
-        f"{checkpoint_dir} holds a checkpoint of epoch {start}, past the {epochs} epochs asked for."
+        f"{checkpoint_dir} holds a checkpoint of epoch {start}, past the {last} epochs asked for."
       )
     if saved.get("hyperparameters", hyperparameters) != hyperparameters:
       raise ValueError(
@@ -114,14 +123,25 @@ def train_epochs(
   else:
     # The step donates its input state; copy it so that the caller's arrays survive.
     state = jax.tree.map(jnp.copy, state)
+
+  def another(epoch):
+    if epoch < epochs:
+      return True
+    if until is None or epoch >= last or until(state):
+      return False
+    bar.write(f"{desc}: not done after epoch {epoch}; training one more epoch.")
+    bar.total += steps_per_epoch
+    return True
+
   with tqdm(
-    total=epochs * steps_per_epoch,
+    total=max(epochs, start) * steps_per_epoch,
     initial=start * steps_per_epoch,
     desc=desc,
     unit="step",
     disable=not progress,
   ) as bar:
-    for epoch in range(start, epochs):
+    epoch = start
+    while another(epoch):
       begin, total, count = time.perf_counter(), 0.0, 0
       for batch in epoch_batches(epoch):
         state, metrics = step(state, batch)
@@ -140,4 +160,5 @@ def train_epochs(
           "hyperparameters": hyperparameters,
         }
         checkpoint.save(checkpoint_dir, epoch + 1, state, metadata=metadata)
+      epoch += 1
   return state

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import dualoptim_jax as dj
-from dualoptim_jax.core import TrainState, make_step, run_schedule
+from dualoptim_jax.core import TrainState, checkpoint, make_step, run_schedule, train_epochs
 
 X = jnp.array([[1.0, 2.0], [3.0, -1.0]])
 Y = jnp.array([1.0, 0.0])
@@ -123,3 +123,43 @@ def test_an_unknown_objective_is_refused():
   step = make_step(tx, {"forget": squared_error, "retain": squared_error})
   with pytest.raises(KeyError, match="retian"):
     step(new_state(tx), (X, Y), objective="retian")
+
+
+def test_train_epochs_goes_on_until_the_condition_holds_and_resumes_there(tmp_path):
+  step = make_step(optax.sgd(0.1), squared_error)
+
+  def batches(epoch):
+    return [(X, Y)] * 3  # three steps an epoch; the model state counts the steps
+
+  def run(epochs, until=None, max_epochs=None, directory=None):
+    return train_epochs(
+      new_state(optax.sgd(0.1)),
+      step,
+      batches,
+      epochs=epochs,
+      steps_per_epoch=3,
+      hyperparameters={"lr": 0.1},
+      checkpoint_dir=directory,
+      until=until,
+      max_epochs=max_epochs,
+      progress=False,
+    )
+
+  assert int(run(2).model_state) == 6
+  checks = []
+
+  def after_five_epochs(state):
+    checks.append(int(state.model_state))
+    return int(state.model_state) >= 15
+
+  assert int(run(2, after_five_epochs, 10).model_state) == 15
+  assert checks == [6, 9, 12, 15]  # checked after epoch 2 (the schedule's end), then each epoch
+  assert int(run(2, lambda s: False, 4).model_state) == 12  # never true: stops at max_epochs
+  # Resumed from a checkpoint past `epochs`, it checks the condition before training on.
+  run(2, lambda s: int(s.model_state) >= 9, 10, tmp_path)
+  assert checkpoint.latest_step(tmp_path) == 3
+  assert int(run(2, lambda s: True, 10, tmp_path).model_state) == 9
+  with pytest.raises(ValueError, match="past the 2 epochs"):
+    run(2, None, None, tmp_path)
+  with pytest.raises(ValueError, match="epochs <= max_epochs"):
+    run(3, None, 2)

@@ -7,6 +7,7 @@ from ``np.random.default_rng([seed, e])``, so an interrupted run resumes bit-ide
 """
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -22,9 +23,14 @@ Example = tuple[np.ndarray, np.ndarray]  # token ids and labels (`data.tofu.enco
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
-  """The fine-tuning recipe (defaults: the CPU-scale one, see the README)."""
+  """The fine-tuning recipe (defaults: the CPU-scale one, see the README).
+
+  The learning rate follows its schedule over ``epochs`` epochs; a run with a stopping condition
+  (``finetune_lm(until=...)``) may then go on at the final rate, up to ``max_epochs``.
+  """
 
   epochs: int = 20
+  max_epochs: int | None = None
   batch_size: int = 16
   lr: float = 2e-3
   warmup_steps: int = 25
@@ -39,6 +45,8 @@ class FinetuneConfig:
   def __post_init__(self):
     if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
       raise ValueError(f"epochs, batch_size and lr must be positive in {self}.")
+    if self.max_epochs is not None and self.max_epochs < self.epochs:
+      raise ValueError(f"max_epochs {self.max_epochs} is below epochs {self.epochs}.")
 
 
 def finetune_tx(config: FinetuneConfig, total_steps: int) -> optax.GradientTransformation:
@@ -69,10 +77,12 @@ def finetune_lm(
   *,
   pad_id: int,
   checkpoint_dir=None,
+  until: Callable[[nnx.Module], bool] | None = None,
   progress: bool = True,
   desc: str = "fine-tune",
 ) -> tuple[nnx.GraphDef, TrainState]:
-  """Fine-tunes ``model`` (left unchanged) on ``examples`` for ``config.epochs`` epochs.
+  """Fine-tunes ``model`` (left unchanged) on ``examples`` for ``config.epochs`` epochs, then,
+  while ``until(trained model)`` is False, one more at a time up to ``config.max_epochs``.
 
   With ``checkpoint_dir`` every epoch is checkpointed and a call resumes from the newest checkpoint
   there (`core.train_epochs`). Build the trained model with ``nnx.merge(graphdef, state.params,
@@ -84,8 +94,8 @@ def finetune_lm(
   steps_per_epoch = num_bucket_batches(lengths, config.batch_size, config.buckets)
   tx = finetune_tx(config, config.epochs * steps_per_epoch)
   graphdef, state = init_state(model, tx, config.seed)
-  hyperparameters = {
-    **dataclasses.asdict(config),
+  hyperparameters = {  # max_epochs is a stopping rule: it changes no epoch's training
+    **{k: v for k, v in dataclasses.asdict(config).items() if k != "max_epochs"},
     "buckets": list(config.buckets),
     "num_examples": len(examples),
     "num_tokens": int(sum(lengths)),
@@ -104,6 +114,8 @@ def finetune_lm(
     steps_per_epoch=steps_per_epoch,
     hyperparameters=hyperparameters,
     checkpoint_dir=checkpoint_dir,
+    until=None if until is None else lambda s: until(nnx.merge(graphdef, s.params, s.model_state)),
+    max_epochs=config.max_epochs,
     progress=progress,
     desc=desc,
   )

@@ -133,12 +133,23 @@ class _Pipeline:
       path = self.config.target_path if role == "target" else self.config.retain_path
       model = load_hf_decoder(path, dtype=self.config.dtype, max_len=self.config.max_len)
       return model, examples, {"epoch": 0, "loss": None, "total_seconds": None, "path": path}
+    gated = [self.split.retain] + ([self.split.forget] if role == "target" else [])
+
+    def memorised(model):  # the memorisation gate on every gated set of training QA
+      return all(
+        passes_gate(
+          memorisation(model, self.encode, self.template, rows, self.config.eval, self.eos)
+        )
+        for rows in gated
+      )
+
     graphdef, state = finetune_lm(
       Decoder(self.model_config, rngs=nnx.Rngs(self.config.finetune.seed)),
       examples,
       self.config.finetune,
       pad_id=self.eos,
       checkpoint_dir=self.directory(role),
+      until=memorised,
       progress=progress,
       desc=f"{self.config.name} {role} model",
     )

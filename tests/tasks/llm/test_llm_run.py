@@ -21,7 +21,7 @@ TINY = runner.TofuConfig(
   dim=32,
   layers=1,
   heads=2,
-  finetune=FinetuneConfig(epochs=1, batch_size=32, buckets=(96, 128)),
+  finetune=FinetuneConfig(epochs=1, max_epochs=2, batch_size=32, buckets=(96, 128)),
   eval=EvalConfig(
     batch_size=32, buckets=(128, 256), prompt_buckets=(64, 96), max_new_tokens=8, size=6
   ),
@@ -34,12 +34,11 @@ def test_build_models_writes_scores_and_reuses_models_and_evaluations(tmp_path, 
   assert saved == json.loads(json.dumps(report))
   target, retain = report["results"]["target"], report["results"]["retain"]
   assert (target["train_examples"], retain["train_examples"]) == (800, 720)
-  assert target["steps"] == tofu.num_bucket_batches(
-    [len(ids) for ids, _ in runner._Pipeline(TINY, tmp_path).train("target", False)[1]],
-    32,
-    (96, 128),
-  )
-  assert not target["gate"] and not retain["gate"]  # one epoch memorises nothing
+  examples = runner._Pipeline(TINY, tmp_path).train("target", False)[1]
+  per_epoch = tofu.num_bucket_batches([len(ids) for ids, _ in examples], 32, (96, 128))
+  # Two epochs memorise nothing: the gate fails after the first, and training stops at max_epochs.
+  assert not target["gate"] and not retain["gate"]
+  assert target["epochs"] == retain["epochs"] == 2 and target["steps"] == 2 * per_epoch
   assert len(target["sets"]["forget"]["truth_ratios"]) == 6
   assert retain["scores"]["FQ"] == pytest.approx(1.0)  # the retain model against itself
   assert "| target | FAIL |" in (tmp_path / "scores.md").read_text()

@@ -49,6 +49,16 @@ def main(argv=None):
 
   config = CONFIGS[args.config]
   out = args.out or pathlib.Path("runs") / config.name
+  tofu_flags = ("forget", "task", "tokenizer", "model_path", "retain_model_path")
+  table_flags = ("methods", "optimizers", "seeds", "forget_lr")
+  misplaced = [
+    name
+    for name in (table_flags if isinstance(config, TofuConfig) else tofu_flags)
+    if getattr(args, name)
+  ]
+  if misplaced:
+    flags = ", ".join("--" + name.replace("_", "-") for name in misplaced)
+    parser.error(f"{flags}: not an option of the config {args.config}")
   if isinstance(config, TofuConfig):
     config = dataclasses.replace(
       config,

@@ -75,3 +75,13 @@ def test_the_cli_passes_split_and_paths(monkeypatch, tmp_path):
     3,
     256,
   )
+
+
+def test_flags_of_the_other_kind_of_config_are_refused(capsys):
+  for argv, flag in (
+    (["--config", "tofu_mini", "--seeds", "1"], "--seeds"),
+    (["--config", "default", "--forget", "forget05"], "--forget"),
+  ):
+    with pytest.raises(SystemExit) as exit_info:
+      cli.main(argv)
+    assert exit_info.value.code == 2 and flag in capsys.readouterr().err

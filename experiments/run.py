@@ -63,7 +63,7 @@ def main(argv=None):
     config = dataclasses.replace(
       config,
       forget=args.forget or config.forget,
-      task=args.task or config.task,
+      task=config.task if args.task is None else args.task,
       target_path=args.model_path or config.target_path,
       retain_path=args.retain_model_path or config.retain_path,
     )

@@ -99,9 +99,9 @@ def train_epochs(
     progress: show a tqdm progress bar over the steps.
     desc: the progress bar's label.
   """
-  last = epochs if max_epochs is None else max_epochs
-  if epochs < 1 or last < epochs:
+  if epochs < 1 or (max_epochs is not None and max_epochs < epochs):
     raise ValueError(f"Need 1 <= epochs <= max_epochs, got {epochs} and {max_epochs}.")
+  last = epochs if until is None or max_epochs is None else max_epochs
   start, total_seconds, found = 0, 0.0, None
   if checkpoint_dir is not None:  # the newest epoch that reads back, skipping damaged ones
     found = checkpoint.newest_readable(

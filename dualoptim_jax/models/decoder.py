@@ -182,10 +182,11 @@ class Decoder(nnx.Module):
     logits = self.embed.attend(x) if self.config.tie_embeddings else self.head(x)
     return logits, (None if cache is None else new_cache)
 
-  def init_cache(self, batch: int):
-    """Empty keys and values for ``batch`` sequences of up to ``config.max_len`` tokens."""
+  def init_cache(self, batch: int, length: int | None = None):
+    """Empty keys and values for ``batch`` sequences of up to ``length`` (default
+    ``config.max_len``) tokens."""
     c = self.config
-    shape = (batch, c.max_len, c.heads, c.head_dim)
+    shape = (batch, c.max_len if length is None else length, c.heads, c.head_dim)
     return [(jnp.zeros(shape, c.dtype), jnp.zeros(shape, c.dtype)) for _ in range(c.layers)]
 
 
@@ -202,10 +203,10 @@ def greedy_generate(
   batch, length = prompt.shape
   if length + steps > model.config.max_len:
     raise ValueError(f"{length} + {steps} tokens exceed max_len {model.config.max_len}.")
-  valid = jnp.ones((batch, model.config.max_len), bool)
+  valid = jnp.ones((batch, length + steps), bool)  # the cache holds just what decoding needs
   if prompt_mask is not None:
     valid = valid.at[:, :length].set(prompt_mask.astype(bool))
-  logits, cache = model(prompt, model.init_cache(batch), 0, valid)
+  logits, cache = model(prompt, model.init_cache(batch, length + steps), 0, valid)
   token = jnp.argmax(logits[:, -1], axis=-1)
 
   def step(carry, position):

@@ -72,7 +72,7 @@ def decoder_config(hf: dict, *, dtype: str = "float32", max_len: int | None = No
   )
 
 
-def _names(config: DecoderConfig, kind: str, i: int) -> dict[str, str]:
+def _names(kind: str, i: int) -> dict[str, str]:
   """Decoder module -> Hugging Face module name, for layer ``i``."""
   layer = f"model.layers.{i}."
   if kind == "llama":
@@ -126,7 +126,7 @@ def load_hf_decoder(path, *, dtype: str = "float32", max_len: int | None = None)
   kind = hf["model_type"]
   pure = {"embed": {"embedding": tensor("model.embed_tokens.weight")}, "blocks": {}}
   for i in range(config.layers):
-    names = _names(config, kind, i)
+    names = _names(kind, i)
     qkv = [f"model.layers.{i}.self_attn.{x}_proj" for x in "qkv"]
     block = {
       "qkv": {"kernel": jnp.concatenate([tensor(n + ".weight") for n in qkv], axis=0).T},

@@ -48,6 +48,9 @@ def answer_nll(
 ) -> tuple[np.ndarray, np.ndarray]:
   """Per example, the mean NLL of its labelled tokens and whether greedy decoding of the prompt
   reproduces them all (every labelled token is the argmax given the true prefix)."""
+  longest = max(len(ids) for ids, _ in examples)
+  if longest > max(config.buckets):
+    raise ValueError(f"An example of {longest} tokens exceeds the buckets {config.buckets}.")
   nll, exact = np.zeros(len(examples)), np.zeros(len(examples), bool)
   for batch in bucket_batches(examples, config.batch_size, config.buckets, pad_id):
     total, count, hits = jax.device_get(_teacher_forced(model, batch["input_ids"], batch["labels"]))
@@ -143,7 +146,9 @@ def evaluate_set(
   perturbed = [
     [p] if isinstance(p, str) else list(p) for p in (r["perturbed_answer"] for r in rows)
   ]
-  k = min(len(p) for p in perturbed)
+  k = len(perturbed[0])
+  if any(len(p) != k for p in perturbed):
+    raise ValueError("Every row of an evaluation set needs as many perturbed answers.")
   nll_true = nll_of([r["answer"] for r in rows])
   nll_para = nll_true if relative else nll_of([r["paraphrased_answer"] for r in rows])
   nll_pert = np.stack([nll_of([p[j] for p in perturbed]) for j in range(k)], axis=1)

@@ -80,11 +80,11 @@ def forget_quality(ratios: np.ndarray, retain_model_ratios: np.ndarray) -> float
 
 
 def model_utility(values: Sequence[float]) -> float:
-  """The harmonic mean of the utility values (each must be positive)."""
+  """The harmonic mean of the utility values (non-negative; 0 if any is 0, as scipy's)."""
   values = np.asarray(values, np.float64)
-  if values.size == 0 or (values <= 0).any():
-    raise ValueError(f"Model utility needs positive values, got {values.tolist()}.")
-  return float(scipy.stats.hmean(values))
+  if values.size == 0 or (values < 0).any():
+    raise ValueError(f"Model utility needs non-negative values, got {values.tolist()}.")
+  return 0.0 if (values == 0).any() else float(scipy.stats.hmean(values))
 
 
 def forget_efficacy(values: Sequence[float]) -> float:

@@ -78,8 +78,8 @@ class TofuConfig:
 
   def __post_init__(self):
     unknown = set(self.eval_sets) - set(EVAL_SETS)
-    if unknown or "forget" not in self.eval_sets:
-      raise ValueError(f"eval_sets must include 'forget' and come from {EVAL_SETS}.")
+    if unknown or "forget" not in self.eval_sets or len(self.eval_sets) < 2:
+      raise ValueError(f"eval_sets must include 'forget' and another set of {EVAL_SETS}.")
 
 
 def _model_config(config: TofuConfig, vocab_size: int) -> DecoderConfig:
@@ -108,6 +108,9 @@ class _Pipeline:
     self.eos = eos_id(self.tokenizer)
     self.template = TEMPLATES[config.template]
     self.split = load_tofu_setting(config.setting, config.forget, config.task, data_root)
+    # The target learns the whole pool, in one order whatever the split (forget10 task 1's).
+    canonical = load_tofu_setting(config.setting, "forget10", 1, data_root)
+    self.pool = canonical.forget + canonical.retain
     self.model_config = _model_config(config, self.tokenizer.get_vocab_size())
     self.split_name = f"{config.forget}_task{config.task}"
 
@@ -117,7 +120,7 @@ class _Pipeline:
   def rows(self, role: str) -> list[dict]:
     if role not in ROLES:
       raise ValueError(f"Unknown model {role!r}; the models are {', '.join(ROLES)}.")
-    return self.split.forget + self.split.retain if role == "target" else self.split.retain
+    return self.pool if role == "target" else self.split.retain
 
   def directory(self, role: str) -> pathlib.Path:
     name = "target" if role == "target" else f"retain_{self.split_name}"
@@ -187,10 +190,14 @@ def build_models(
   for role in ROLES:
     model, examples, saved = pipeline.train(role, progress)
     cache = out / "evals" / f"{role}_{pipeline.split_name}.json"
-    key = {
+    key = {  # what the evaluation depends on
       "epoch": saved["epoch"],
       "model": saved.get("path"),
+      "hyperparameters": saved.get("hyperparameters"),
       "eval": dataclasses.asdict(config.eval),
+      "eval_sets": list(config.eval_sets),
+      "template": config.template,
+      "dtype": config.dtype,
     }
     found = json.loads(cache.read_text()) if cache.is_file() else None
     if found is None or found.get("key") != json.loads(json.dumps(key)):

@@ -3,12 +3,14 @@ helpers against direct computations."""
 
 import dataclasses
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
+from dualoptim_jax.core import checkpoint
 from dualoptim_jax.data import tofu
 from dualoptim_jax.data.tokenizer import eos_id, load_tokenizer
 from dualoptim_jax.models.decoder import Decoder, DecoderConfig
@@ -93,23 +95,21 @@ def test_generation_of_mixed_lengths_equals_one_prompt_at_a_time(trained, rows):
 def test_resuming_fine_tuning_equals_a_straight_run(rows, tmp_path):
   recipe = dataclasses.replace(RECIPE, epochs=2)
   examples = examples_of(rows)
-  _, straight = finetune_lm(new_model(), examples, recipe, pad_id=EOS, progress=False)
-  one = dataclasses.replace(recipe, epochs=2)
-  # Stop after one epoch by running a 2-epoch recipe's first epoch, then resume it.
-  finetune_lm(new_model(), examples, one, pad_id=EOS, checkpoint_dir=tmp_path, progress=False)
-  _, resumed = finetune_lm(
-    new_model(), examples, one, pad_id=EOS, checkpoint_dir=tmp_path, progress=False
-  )
+
+  def tune(recipe, directory=None):
+    model = new_model()
+    return finetune_lm(
+      model, examples, recipe, pad_id=EOS, checkpoint_dir=directory, progress=False
+    )[1]
+
+  straight = tune(recipe)
+  tune(recipe, tmp_path)
+  shutil.rmtree(tmp_path / "2")  # as if interrupted during epoch 2
+  resumed = tune(recipe, tmp_path)
+  assert checkpoint.latest_step(tmp_path) == 2
   jax.tree.map(np.testing.assert_array_equal, resumed.params, straight.params)
   with pytest.raises(ValueError, match="other hyper-parameters"):
-    finetune_lm(
-      new_model(),
-      examples,
-      dataclasses.replace(one, lr=1e-3),
-      pad_id=EOS,
-      checkpoint_dir=tmp_path,
-      progress=False,
-    )
+    tune(dataclasses.replace(recipe, lr=1e-3), tmp_path)
 
 
 def test_tofu_scores_aggregate_the_sets_as_the_reference():

@@ -52,6 +52,7 @@ def test_forget_quality_is_the_ks_p_value():
 
 def test_model_utility_and_forget_efficacy():
   assert M.model_utility([0.5, 1.0]) == pytest.approx(2 / (1 / 0.5 + 1 / 1.0))
-  with pytest.raises(ValueError, match="positive values"):
-    M.model_utility([0.5, 0.0])
+  assert M.model_utility([0.5, 0.0]) == 0.0  # an empty generation's entropy zeroes utility
+  with pytest.raises(ValueError, match="non-negative values"):
+    M.model_utility([0.5, -0.1])
   assert M.forget_efficacy([0.2, 0.4, 0.6]) == pytest.approx(0.6)

@@ -153,10 +153,10 @@ def bucket_batches(
     raise ValueError(f"Need a positive batch size and buckets, got {batch_size} and {buckets}.")
   buckets = sorted(buckets)
   order = np.arange(len(examples)) if rng is None else rng.permutation(len(examples))
-  fits = np.searchsorted(buckets, [len(examples[i][0]) for i in order])
+  fits = _bucket_indices([len(examples[i][0]) for i in order], buckets)
   chunks = []
   for b, length in enumerate(buckets):
-    members = order[np.minimum(fits, len(buckets) - 1) == b]
+    members = order[fits == b]
     if len(members):
       padded = np.resize(members, -(-len(members) // batch_size) * batch_size)
       chunks += [(length, padded[i : i + batch_size]) for i in range(0, len(padded), batch_size)]
@@ -179,6 +179,10 @@ def bucket_batches(
 
 def num_bucket_batches(lengths: Sequence[int], batch_size: int, buckets: Sequence[int]) -> int:
   """How many batches `bucket_batches` makes of examples of these lengths."""
-  buckets = sorted(buckets)
-  fits = np.minimum(np.searchsorted(buckets, lengths), len(buckets) - 1)
+  fits = _bucket_indices(lengths, sorted(buckets))
   return int(sum(-(-np.sum(fits == b) // batch_size) for b in range(len(buckets))))
+
+
+def _bucket_indices(lengths: Sequence[int], buckets: Sequence[int]) -> np.ndarray:
+  """The index in the sorted ``buckets`` of the smallest that holds each length (else the last)."""
+  return np.minimum(np.searchsorted(buckets, lengths), len(buckets) - 1)

@@ -17,6 +17,7 @@ from dualoptim_jax.tasks.classification import (
   SFRon,
   UnlearnConfig,
 )
+from dualoptim_jax.tasks.llm import unlearn as llm
 from dualoptim_jax.tasks.llm.evaluate import EvalConfig
 from dualoptim_jax.tasks.llm.finetune import FinetuneConfig
 from dualoptim_jax.tasks.llm.run import EVAL_SETS, TofuConfig
@@ -71,12 +72,26 @@ CONFIGS["tiny_imagenet"] = dataclasses.replace(
   methods=(RL(), SalUn(), SCRUB(), SFRon(iters=1500, lambd=0.6)),
 )
 # TOFU at CPU scale (sizes measured, see the README): a 1.3M-parameter decoder on 40 authors, and
-# a 4.2M-parameter one on all 200.
+# a 4.2M-parameter one on all 200. Unlearning follows the reference's schedule (5 epochs of 1
+# forget : 5 retain steps, warm-up one epoch then linear decay, clipping 1.0, wd 0.01, DualOptim+
+# betas for every optimizer) at the reference's batch of 40 (tofu_mini: 16, for its 80 forget QA:
+# 150 steps), with the retain lr at 1/10 of the fine-tuning peak and the forget lr gridded.
 CONFIGS["tofu_mini"] = TofuConfig(
-  name="tofu_mini", setting="tofu_mini", dim=128, finetune=FinetuneConfig(epochs=20, max_epochs=30)
+  name="tofu_mini",
+  setting="tofu_mini",
+  dim=128,
+  finetune=FinetuneConfig(epochs=20, max_epochs=30),
+  unlearn=llm.UnlearnConfig(lr=2e-4, batch_size=16),
+  curve_size=40,
 )
 CONFIGS["tofu_cpu"] = TofuConfig(
-  name="tofu_cpu", setting="tofu", dim=256, finetune=FinetuneConfig(epochs=20, max_epochs=30)
+  name="tofu_cpu",
+  setting="tofu",
+  dim=256,
+  finetune=FinetuneConfig(epochs=20, max_epochs=30),
+  unlearn=llm.UnlearnConfig(lr=2e-4),
+  forget_lr_ratios=(1.0, 3.0, 10.0),
+  tasks=(1, 2, 3),
 )
 # Full scale (GPU/TPU): TOFU's fine-tuned checkpoints and a retain model from user folders
 # (--model-path, --retain-model-path), bfloat16 compute, the reference's eval budget (ds_size 300,
@@ -87,6 +102,10 @@ _FULL_EVAL = EvalConfig(
   prompt_buckets=(64, 128, 256),
   max_new_tokens=256,
 )
+# Unlearning: the reference's hyper-parameters (lr = forget lr = 1e-5, 300 steps at batch 40 on
+# forget10, 1:5, DualOptim+ betas (0.9, 0.95, 0.9, 0.95)), in micro-batches of 5; one task (the
+# given retain model is task 1's).
+_FULL_UNLEARN = llm.UnlearnConfig(lr=1e-5, micro_batches=8, buckets=(128, 256, 384, 512))
 CONFIGS |= {
   "tofu_ft_phi-1.5": TofuConfig(
     name="tofu_ft_phi-1.5",
@@ -96,6 +115,8 @@ CONFIGS |= {
     eval_sets=EVAL_SETS,
     pretrained=True,
     dtype="bfloat16",
+    unlearn=_FULL_UNLEARN,
+    forget_lr_ratios=(1.0, 1.5),
   ),
   "tofu_ft_llama2-7b": TofuConfig(
     name="tofu_ft_llama2-7b",
@@ -105,5 +126,7 @@ CONFIGS |= {
     eval_sets=EVAL_SETS,
     pretrained=True,
     dtype="bfloat16",
+    unlearn=_FULL_UNLEARN,
+    forget_lr_ratios=(1.0, 1.5),
   ),
 }

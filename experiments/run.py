@@ -3,7 +3,8 @@
   python -m experiments.run                       # the embedded CPU default
   python -m experiments.run --config fashion_mnist_small --out runs/fashion_mnist_small
   python -m experiments.run --config cifar10 --data-root /data/cifar10 --methods SalUn SFRon
-  python -m experiments.run --config tofu_mini    # TOFU target and retain models, their scores
+  python -m experiments.run --config tofu_mini    # TOFU models, then the unlearning table
+  python -m experiments.run --config tofu_mini --methods ME+GD --optimizers shared dual
 
 See ``dualoptim_jax.tasks.classification.run`` and ``dualoptim_jax.tasks.llm.run`` for what a run
 trains, writes and resumes.
@@ -15,6 +16,8 @@ import pathlib
 
 from dualoptim_jax.data.tofu import FORGET_SPLITS
 from dualoptim_jax.tasks.classification import METHODS, OPTIMIZERS, run_table
+from dualoptim_jax.tasks.llm import unlearn as llm_unlearn
+from dualoptim_jax.tasks.llm.experiment import run_unlearning
 from dualoptim_jax.tasks.llm.run import TofuConfig, build_models
 from experiments.configs import CONFIGS
 
@@ -27,10 +30,14 @@ def main(argv=None):
   parser.add_argument(
     "--methods",
     nargs="+",
-    choices=sorted(METHODS),
-    help="methods to run (with the config's hyper-parameters, else defaults)",
+    help=f"methods to run: {', '.join(sorted(METHODS))} (with the config's hyper-parameters, "
+    "else defaults); TOFU: FORGET+RETAIN loss pairs such as ME+GD",
   )
-  parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS)
+  parser.add_argument(
+    "--optimizers",
+    nargs="+",
+    help=f"{', '.join(OPTIMIZERS)}; TOFU: {', '.join(llm_unlearn.OPTIMIZERS)}",
+  )
   parser.add_argument("--seeds", nargs="+", type=int)
   parser.add_argument(
     "--forget-lr",
@@ -45,12 +52,23 @@ def main(argv=None):
   parser.add_argument("--tokenizer", help="TOFU: a tokenizer.json (default: the shipped BPE)")
   parser.add_argument("--model-path", help="TOFU full scale: the target model's folder")
   parser.add_argument("--retain-model-path", help="TOFU full scale: the retain model's folder")
+  parser.add_argument("--tasks", nargs="+", type=int, help="TOFU: the tasks to repeat over")
+  parser.add_argument(
+    "--forget-lr-ratios",
+    nargs="+",
+    type=float,
+    help="TOFU: the forget lr / retain lr grid, searched on the first task",
+  )
+  parser.add_argument(
+    "--models-only", action="store_true", help="TOFU: the target and retain models alone"
+  )
   args = parser.parse_args(argv)
 
   config = CONFIGS[args.config]
   out = args.out or pathlib.Path("runs") / config.name
-  tofu_flags = ("forget", "task", "tokenizer", "model_path", "retain_model_path")
-  table_flags = ("methods", "optimizers", "seeds", "forget_lr")
+  tofu_flags = ("forget", "task", "tokenizer", "model_path", "retain_model_path", "tasks")
+  tofu_flags += ("forget_lr_ratios", "models_only")
+  table_flags = ("seeds", "forget_lr")
   misplaced = [
     name
     for name in (table_flags if isinstance(config, TofuConfig) else tofu_flags)
@@ -60,20 +78,30 @@ def main(argv=None):
     flags = ", ".join("--" + name.replace("_", "-") for name in misplaced)
     parser.error(f"{flags}: not an option of the config {args.config}")
   if isinstance(config, TofuConfig):
-    config = dataclasses.replace(
-      config,
-      forget=args.forget or config.forget,
-      task=config.task if args.task is None else args.task,
-      target_path=args.model_path or config.target_path,
-      retain_path=args.retain_model_path or config.retain_path,
-    )
     try:
+      config = dataclasses.replace(
+        config,
+        forget=args.forget or config.forget,
+        task=config.task if args.task is None else args.task,
+        target_path=args.model_path or config.target_path,
+        retain_path=args.retain_model_path or config.retain_path,
+        methods=tuple(args.methods or config.methods),
+        optimizers=tuple(args.optimizers or config.optimizers),
+        forget_lr_ratios=tuple(args.forget_lr_ratios or config.forget_lr_ratios),
+        tasks=tuple(args.tasks) if args.tasks else None if args.task else config.tasks,
+      )
       build_models(config, out, args.data_root, args.tokenizer)
+      print((out / "scores.md").read_text())
+      if config.unlearn is not None and not args.models_only:
+        print(run_unlearning(config, out, args.data_root, args.tokenizer))
     except (FileNotFoundError, ValueError) as error:
       parser.exit(1, f"{parser.prog}: error: {error}\n")
-    print((out / "scores.md").read_text())
     print(f"Results written under {out}")
     return
+  bad = [m for m in args.methods or () if m not in METHODS]
+  bad += [o for o in args.optimizers or () if o not in OPTIMIZERS]
+  if bad:
+    parser.error(f"not a method or optimizer of {args.config}: {', '.join(bad)}")
   forget_lr = dict(config.forget_lr)
   for item in args.forget_lr:
     name, _, value = item.partition("=")

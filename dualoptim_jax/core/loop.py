@@ -67,6 +67,7 @@ def train_epochs(
   restore: Callable[[Any, TrainState, int], TrainState] = checkpoint.restore,
   until: Callable[[TrainState], bool] | None = None,
   max_epochs: int | None = None,
+  on_epoch: Callable[[int, TrainState], None] | None = None,
   progress: bool = True,
   desc: str = "train",
 ) -> TrainState:
@@ -96,6 +97,8 @@ def train_epochs(
     restore: ``restore(directory, state, step)``, e.g. to read an older checkpoint layout.
     until: the condition that ends training after ``epochs``, or None (exactly ``epochs``).
     max_epochs: the most epochs with ``until`` (default ``epochs``).
+    on_epoch: ``on_epoch(epoch, state)`` after each epoch (1-indexed) and its checkpoint, e.g. an
+      evaluation; the epochs a resumed run skips are not called again.
     progress: show a tqdm progress bar over the steps.
     desc: the progress bar's label.
   """
@@ -160,5 +163,7 @@ def train_epochs(
           "hyperparameters": hyperparameters,
         }
         checkpoint.save(checkpoint_dir, epoch + 1, state, metadata=metadata)
+      if on_epoch is not None:
+        on_epoch(epoch + 1, state)
       epoch += 1
   return state

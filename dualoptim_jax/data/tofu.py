@@ -13,7 +13,7 @@ plus the file's rows of every other task, i.e. all 4,000 QA but the forget task.
 import dataclasses
 import json
 import pathlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -137,6 +137,8 @@ def bucket_batches(
   buckets: Sequence[int],
   pad_id: int,
   rng: np.random.Generator | None = None,
+  *,
+  paired: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """One epoch of batches; each example goes to the smallest bucket length that fits it.
 
@@ -146,6 +148,9 @@ def bucket_batches(
   order is shuffled too. Longer examples are cut to the largest bucket. A batch is
   ``{"input_ids", "labels", "attention_mask", "index"}``, right-padded: padding has ``pad_id``,
   label ``IGNORE`` and attention False; ``index`` gives each row's position in ``examples``.
+  ``paired`` maps a prefix to sequences parallel to ``examples`` (e.g. ``{"idk_": ...}``, the
+  questions with another answer); the batch then also holds ``idk_input_ids``, ``idk_labels`` and
+  ``idk_attention_mask``, padded to the same length: an example's bucket fits all its sequences.
   """
   if not examples:
     raise ValueError("Cannot batch an empty set of examples.")
@@ -153,7 +158,12 @@ def bucket_batches(
     raise ValueError(f"Need a positive batch size and buckets, got {batch_size} and {buckets}.")
   buckets = sorted(buckets)
   order = np.arange(len(examples)) if rng is None else rng.permutation(len(examples))
-  fits = _bucket_indices([len(examples[i][0]) for i in order], buckets)
+  streams = {"": examples, **(paired or {})}
+  for prefix, stream in streams.items():
+    if len(stream) != len(examples):
+      raise ValueError(f"{prefix!r} has {len(stream)} sequences for {len(examples)} examples.")
+  lengths = [max(len(s[i][0]) for s in streams.values()) for i in range(len(examples))]
+  fits = _bucket_indices([lengths[i] for i in order], buckets)
   chunks = []
   for b, length in enumerate(buckets):
     members = order[fits == b]
@@ -162,18 +172,17 @@ def bucket_batches(
       chunks += [(length, padded[i : i + batch_size]) for i in range(0, len(padded), batch_size)]
   for c in range(len(chunks)) if rng is None else rng.permutation(len(chunks)):
     length, chosen = chunks[c]
-    batch = {
-      "input_ids": np.full((batch_size, length), pad_id, np.int32),
-      "labels": np.full((batch_size, length), IGNORE, np.int32),
-      "attention_mask": np.zeros((batch_size, length), bool),
-      "index": chosen.astype(np.int32),
-    }
-    for row, i in enumerate(chosen):
-      ids, labels = examples[i]
-      n = min(len(ids), length)
-      batch["input_ids"][row, :n] = ids[:n]
-      batch["labels"][row, :n] = labels[:n]
-      batch["attention_mask"][row, :n] = True
+    batch = {"index": chosen.astype(np.int32)}
+    for prefix, stream in streams.items():
+      input_ids = np.full((batch_size, length), pad_id, np.int32)
+      labels = np.full((batch_size, length), IGNORE, np.int32)
+      attention = np.zeros((batch_size, length), bool)
+      for row, i in enumerate(chosen):
+        ids, example_labels = stream[i]
+        n = min(len(ids), length)
+        input_ids[row, :n], labels[row, :n], attention[row, :n] = ids[:n], example_labels[:n], True
+      batch |= {f"{prefix}input_ids": input_ids, f"{prefix}labels": labels}
+      batch[f"{prefix}attention_mask"] = attention
     yield batch
 
 

@@ -196,6 +196,7 @@ def dualoptim_llm(
 
 def shared_adamw_llm(
   learning_rate: ScalarOrSchedule,
+  forget_lr_ratio: float = 1.0,
   b1: float = 0.9,
   b2: float = 0.999,
   eps: float = 1e-8,
@@ -206,12 +207,14 @@ def shared_adamw_llm(
 ) -> optax.GradientTransformationExtraArgs:
   """The LLM shared baseline: one ``optax.adamw`` state for both objectives (decay before the step).
 
-  The reference's default trainer optimizer: the forget learning rate is ignored and both objectives
-  follow ``learning_rate`` on the global step.
+  Both objectives follow ``learning_rate`` on the global step, the forget steps scaled by
+  ``forget_lr_ratio``. The reference's default trainer optimizer ignores its forget learning rate:
+  that is ``forget_lr_ratio=1``.
   """
+  schedule = as_schedule(learning_rate)
   tx = shared_transform(
     optax.adamw,
-    {FORGET: learning_rate, RETAIN: learning_rate},
+    {FORGET: lambda count: forget_lr_ratio * schedule(count), RETAIN: schedule},
     b1=b1,
     b2=b2,
     eps=eps,

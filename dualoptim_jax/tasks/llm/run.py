@@ -33,6 +33,7 @@ from dualoptim_jax.tasks.llm.evaluate import (
   tofu_scores,
 )
 from dualoptim_jax.tasks.llm.finetune import FinetuneConfig, finetune_lm
+from dualoptim_jax.tasks.llm.unlearn import OPTIMIZERS, UnlearnConfig, parse_method
 
 EVAL_SETS = ("forget", "retain", "real_authors", "world_facts")
 ROLES = ("target", "retain")
@@ -57,6 +58,13 @@ class TofuConfig:
     eval_sets: the evaluation sets, among ``forget``, ``retain``, ``real_authors`` and
       ``world_facts`` (the last two are meaningful for pretrained models only).
     pretrained, target_path, retain_path, dtype: loading the models (compute ``dtype``).
+    unlearn: the unlearning recipe, or None for the two models alone.
+    methods: ``"FORGET+RETAIN"`` loss pairs (``tasks.llm.losses``).
+    optimizers: among ``tasks.llm.unlearn.OPTIMIZERS``.
+    forget_lr_ratios: the forget learning rates (over ``unlearn.lr``) gridded on the selection
+      task, the first of ``tasks``; the other tasks run each method and optimizer's best ratio.
+    tasks: the repeats (tasks of the split); None: ``(task,)``.
+    curve_size: the questions per evaluation set scored after every unlearning epoch.
   """
 
   name: str
@@ -75,11 +83,31 @@ class TofuConfig:
   target_path: str | None = None
   retain_path: str | None = None
   dtype: str = "float32"
+  unlearn: UnlearnConfig | None = None
+  methods: tuple[str, ...] = ("ME+GD", "IDK+AP", "GA+GD", "NPO+GD")
+  optimizers: tuple[str, ...] = ("shared", "dual", "plus", "plus8")
+  forget_lr_ratios: tuple[float, ...] = (1.0,)
+  tasks: tuple[int, ...] | None = None
+  curve_size: int = 100
 
   def __post_init__(self):
     unknown = set(self.eval_sets) - set(EVAL_SETS)
     if unknown or "forget" not in self.eval_sets or len(self.eval_sets) < 2:
       raise ValueError(f"eval_sets must include 'forget' and another set of {EVAL_SETS}.")
+    for method in self.methods:
+      parse_method(method)
+    if set(self.optimizers) - set(OPTIMIZERS):
+      raise ValueError(f"Unknown optimizers in {self.optimizers}; known: {', '.join(OPTIMIZERS)}.")
+    if not self.forget_lr_ratios or min(self.forget_lr_ratios) <= 0:
+      raise ValueError(f"forget_lr_ratios must be positive, got {self.forget_lr_ratios}.")
+    if self.tasks is not None and not self.tasks:
+      raise ValueError("tasks must name at least one task.")
+    if self.curve_size < 1:
+      raise ValueError(f"curve_size must be positive, got {self.curve_size}.")
+
+  @property
+  def repeats(self) -> tuple[int, ...]:
+    return (self.task,) if self.tasks is None else self.tasks
 
 
 def _model_config(config: TofuConfig, vocab_size: int) -> DecoderConfig:
@@ -116,6 +144,24 @@ class _Pipeline:
 
   def encode(self, text):
     return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+  def evaluate(self, model, eval_config: EvalConfig) -> dict:
+    """`evaluate_set` of each of the config's evaluation sets, by name."""
+    split = self.split
+    return {
+      name: evaluate_set(
+        model,
+        self.encode,
+        self.tokenizer.decode,
+        self.template,
+        getattr(split, f"{name}_eval" if name in ("forget", "retain") else name),
+        eval_config,
+        self.eos,
+        forget=name == "forget",
+        relative=name in ("real_authors", "world_facts"),
+      )
+      for name in self.config.eval_sets
+    }
 
   def rows(self, role: str) -> list[dict]:
     if role not in ROLES:
@@ -172,8 +218,10 @@ def build_models(
   data_root=None,
   tokenizer_path=None,
   progress: bool = True,
+  write: bool = True,
 ) -> dict:
-  """Trains (or reloads) the target and retain models, evaluates them and writes the scores.
+  """Trains (or reloads) the target and retain models, evaluates them and (``write``) writes the
+  scores.
 
   Returns the ``scores.json`` dict: per model (``target``, ``retain``) its fine-tune wall time and
   steps, its memorisation on the forget and retain training QA, the gate, the per-set scores and
@@ -181,11 +229,6 @@ def build_models(
   """
   pipeline = _Pipeline(config, out, data_root, tokenizer_path)
   out, split, template, eos = pipeline.out, pipeline.split, pipeline.template, pipeline.eos
-  encode, decode = pipeline.encode, pipeline.tokenizer.decode
-  sets = {
-    name: getattr(split, f"{name}_eval" if name in ("forget", "retain") else name)
-    for name in config.eval_sets
-  }
   results = {}
   for role in ROLES:
     model, examples, saved = pipeline.train(role, progress)
@@ -205,23 +248,10 @@ def build_models(
       found = {
         "key": key,
         "memorisation": {
-          name: memorisation(model, encode, template, data, config.eval, eos)
+          name: memorisation(model, pipeline.encode, template, data, config.eval, eos)
           for name, data in (("forget", split.forget), ("retain", split.retain))
         },
-        "sets": {
-          name: evaluate_set(
-            model,
-            encode,
-            decode,
-            template,
-            data,
-            config.eval,
-            eos,
-            forget=name == "forget",
-            relative=name in ("real_authors", "world_facts"),
-          )
-          for name, data in sets.items()
-        },
+        "sets": pipeline.evaluate(model, config.eval),
       }
       found["eval_seconds"] = time.perf_counter() - begin
       cache.parent.mkdir(parents=True, exist_ok=True)
@@ -253,9 +283,10 @@ def build_models(
     "params": int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))),
     "results": results,
   }
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "scores.json").write_text(json.dumps(report, indent=1))
-  (out / "scores.md").write_text(scores_table(report))
+  if write:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scores.json").write_text(json.dumps(report, indent=1))
+    (out / "scores.md").write_text(scores_table(report))
   return report
 
 

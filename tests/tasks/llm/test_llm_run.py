@@ -65,22 +65,39 @@ def test_pretrained_configs_need_both_model_folders(tmp_path, capsys):
 
 
 def test_the_cli_passes_split_and_paths(monkeypatch, tmp_path):
-  seen = []
+  seen, unlearned = [], []
   monkeypatch.setattr(cli, "build_models", lambda config, out, root, tok: seen.append(config))
+  monkeypatch.setattr(cli, "run_unlearning", lambda config, *args: unlearned.append(config) or "")
   (tmp_path / "scores.md").write_text("table")
-  cli.main(["--config", "tofu_cpu", "--forget", "forget05", "--task", "3", "--out", str(tmp_path)])
+  out = ["--out", str(tmp_path)]
+  cli.main(["--config", "tofu_cpu", "--forget", "forget05", "--task", "3", "--models-only", *out])
   assert (seen[0].name, seen[0].forget, seen[0].task, seen[0].dim) == (
     "tofu_cpu",
     "forget05",
     3,
     256,
   )
+  assert seen[0].repeats == (3,) and not unlearned  # --task alone: that task only
+  argv = ["--config", "tofu_cpu", "--methods", "IDK+AP", "--optimizers", "dual", "plus8"]
+  cli.main([*argv, "--tasks", "2", "4", "--forget-lr-ratios", "1", "2", *out])
+  config = unlearned[0]
+  assert (config.methods, config.optimizers) == (("IDK+AP",), ("dual", "plus8"))
+  assert (config.repeats, config.forget_lr_ratios) == ((2, 4), (1.0, 2.0))
+
+
+def test_tofu_configs_refuse_unknown_methods_and_optimizers(capsys):
+  for argv in (["--methods", "SalUn"], ["--optimizers", "sgd"]):
+    with pytest.raises(SystemExit) as exit_info:
+      cli.main(["--config", "tofu_mini", *argv])
+    assert exit_info.value.code == 1
+    assert "Unknown" in capsys.readouterr().err
 
 
 def test_flags_of_the_other_kind_of_config_are_refused(capsys):
   for argv, flag in (
     (["--config", "tofu_mini", "--seeds", "1"], "--seeds"),
     (["--config", "default", "--forget", "forget05"], "--forget"),
+    (["--config", "default", "--forget-lr-ratios", "2"], "--forget-lr-ratios"),
   ):
     with pytest.raises(SystemExit) as exit_info:
       cli.main(argv)

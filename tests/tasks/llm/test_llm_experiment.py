@@ -1,0 +1,55 @@
+"""The TOFU unlearning table end to end on a tiny model: the grid, the choice, repeats, files,
+restarts and refusals."""
+
+import dataclasses
+import json
+
+import pytest
+
+from dualoptim_jax.tasks.llm import experiment
+from dualoptim_jax.tasks.llm.unlearn import UnlearnConfig
+from tests.tasks.llm.test_llm_run import TINY, pytestmark  # noqa: F401
+
+CONFIG = dataclasses.replace(
+  TINY,
+  unlearn=UnlearnConfig(lr=1e-3, batch_size=40, epochs=2, buckets=(96, 128)),
+  methods=("NPO+GD",),
+  optimizers=("dual",),
+  forget_lr_ratios=(1.0, 3.0),
+  tasks=(1, 2),
+  curve_size=4,
+)
+
+
+def test_the_table_grids_on_the_first_task_and_repeats_the_winner(tmp_path, monkeypatch):
+  table = experiment.run_unlearning(CONFIG, tmp_path, progress=False)
+  runs_dir = tmp_path / "unlearn" / "runs"
+  runs = {p.stem: json.loads(p.read_text()) for p in runs_dir.glob("*.json")}
+  for optimizer in CONFIG.optimizers:
+    grid = [runs[f"NPO+GD-{optimizer}-r{r:g}-task1"] for r in (1.0, 3.0)]
+    best = max(grid, key=lambda r: r["Avg"])["forget_lr_ratio"]
+    assert [n for n in runs if n.startswith(f"NPO+GD-{optimizer}-") and n.endswith("task2")] == [
+      f"NPO+GD-{optimizer}-r{best:g}-task2"
+    ]
+  run = runs["NPO+GD-dual-r3-task1"]
+  # forget 80 QA at batch 40: 2 forget batches, 12 steps an epoch, 2 epochs.
+  assert run["steps"] == 24 and [p["step"] for p in run["curve"]] == [0, 12, 24]
+  assert run["curve"][0] == runs["NPO+GD-dual-r1-task1"]["curve"][0]  # the target model
+  assert run["Avg"] == pytest.approx((run["MU"] + run["UFE"]) / 2)
+  assert set(run["seconds"]) == {"unlearning", "curve_evaluation", "evaluation"}
+  assert not (tmp_path / "unlearn" / "work").exists() or not any(
+    (tmp_path / "unlearn" / "work").iterdir()
+  )
+  assert "| NPO+GD | dual |" in table and "| target model |" in table
+  assert (tmp_path / "unlearn" / "curves_NPO+GD.png").is_file()
+  saved = json.loads((tmp_path / "unlearn" / "table.json").read_text())
+  assert [r["tasks"] for r in saved["rows"]] == [[1, 2]]
+
+  def fail(*args, **kwargs):
+    raise AssertionError("a finished run ran again")
+
+  monkeypatch.setattr(experiment, "unlearn_lm", fail)
+  assert experiment.run_unlearning(CONFIG, tmp_path, progress=False) == table
+  other = dataclasses.replace(CONFIG, unlearn=dataclasses.replace(CONFIG.unlearn, lr=2e-3))
+  with pytest.raises(ValueError, match="other hyper-parameters"):
+    experiment.run_unlearning(other, tmp_path, progress=False)

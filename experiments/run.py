@@ -14,6 +14,8 @@ import argparse
 import dataclasses
 import pathlib
 
+import jax
+
 from dualoptim_jax.data.tofu import FORGET_SPLITS
 from dualoptim_jax.tasks.classification import METHODS, OPTIMIZERS, run_table
 from dualoptim_jax.tasks.llm import unlearn as llm_unlearn
@@ -66,6 +68,10 @@ def main(argv=None):
 
   config = CONFIGS[args.config]
   out = args.out or pathlib.Path("runs") / config.name
+  # Runs of a table compile the same steps again (each run builds its own): XLA's persistent
+  # cache under the run directory compiles each once, for later runs and restarts too.
+  jax.config.update("jax_compilation_cache_dir", str(out / "jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   tofu_flags = ("forget", "task", "tokenizer", "model_path", "retain_model_path", "tasks")
   tofu_flags += ("forget_lr_ratios", "models_only")
   table_flags = ("seeds", "forget_lr")
@@ -90,9 +96,10 @@ def main(argv=None):
         forget_lr_ratios=tuple(args.forget_lr_ratios or config.forget_lr_ratios),
         tasks=tuple(args.tasks) if args.tasks else None if args.task else config.tasks,
       )
-      build_models(config, out, args.data_root, args.tokenizer)
-      print((out / "scores.md").read_text())
-      if config.unlearn is not None and not args.models_only:
+      if config.unlearn is None or args.models_only:
+        build_models(config, out, args.data_root, args.tokenizer)
+        print((out / "scores.md").read_text())
+      else:  # builds the models of each task too
         print(run_unlearning(config, out, args.data_root, args.tokenizer))
     except (FileNotFoundError, ValueError) as error:
       parser.exit(1, f"{parser.prog}: error: {error}\n")

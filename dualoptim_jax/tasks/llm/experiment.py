@@ -20,6 +20,7 @@ A finished run (its JSON) is skipped on restart; an interrupted one resumes from
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import pathlib
 import shutil
@@ -66,14 +67,38 @@ def _point(sets: dict, retain_model_forget: dict) -> dict:
   return {**scores, **{f"{name} ROUGE": s["ROUGE"] for name, s in sets.items()}}
 
 
+def _references(config: TofuConfig, out, target: str, data_root, tokenizer_path, progress):
+  """The `run.build_models` report of the config's split, kept in
+  ``unlearn/references/<split>.json`` for the target of fingerprint ``target``, so that the
+  retain model is trained and both are evaluated once (the file can be kept, e.g. committed,
+  without the checkpoints)."""
+  path = pathlib.Path(out) / "unlearn" / "references" / f"{config.forget}_task{config.task}.json"
+  key = {
+    "target": target,
+    "finetune": dataclasses.asdict(config.finetune),
+    "eval": dataclasses.asdict(config.eval),
+    "eval_sets": list(config.eval_sets),
+    "template": config.template,
+    "retain_path": config.retain_path,
+  }
+  key = json.loads(json.dumps(key))
+  if path.is_file():
+    saved = E.load_run_json(path)
+    if saved["key"] == key:
+      return saved["report"]
+  report = build_models(config, out, data_root, tokenizer_path, progress, write=False)
+  E.save_run_json(path, {"key": key, "report": report})
+  return report
+
+
 class _Task:
   """One task's data, target model and references, shared by its runs."""
 
   def __init__(self, config: TofuConfig, out, data_root, tokenizer_path, progress):
-    self.report = build_models(config, out, data_root, tokenizer_path, progress, write=False)
     self.pipeline = pipeline = _Pipeline(config, out, data_root, tokenizer_path)
     self.model = pipeline.train("target", progress)[0]
     self.fingerprint = fingerprint(nnx.state(self.model, nnx.Param))
+    self.report = _references(config, out, self.fingerprint, data_root, tokenizer_path, progress)
     split, seed = pipeline.split, config.unlearn.seed
     rng = np.random.default_rng([seed, config.task])  # each question's fixed IDK answer
 
@@ -195,13 +220,14 @@ def best_ratio(runs: list[dict]) -> float:
 def run_unlearning(
   config: TofuConfig, out, data_root=None, tokenizer_path=None, progress: bool = True
 ) -> str:
-  """Runs every missing run of ``config`` under ``out/unlearn``, then writes and returns its
-  table (see the module docstring)."""
+  """Runs every missing run of ``config`` under ``out/unlearn``, rewriting its table after each
+  new run (so an unfinished table shows what is done), and returns the table (see the module
+  docstring)."""
   if config.unlearn is None:
     raise ValueError(f"{config.name} has no unlearning recipe (TofuConfig.unlearn).")
   out = pathlib.Path(out)
   runs_dir = out / "unlearn" / "runs"
-  selection, *others = config.repeats
+  selection = config.repeats[0]
   chosen, references = {}, {}
   for k in config.repeats:
     task_config = dataclasses.replace(config, task=k)
@@ -210,19 +236,24 @@ def run_unlearning(
     todo = []
     for method in config.methods:
       for optimizer in config.optimizers:
-        ratios = config.forget_lr_ratios if k == selection else [chosen[method, optimizer]]
+        ratios = config.ratios(optimizer) if k == selection else [chosen[method, optimizer]]
         todo += [(method, optimizer, r) for r in ratios]
     finished = {}
     for method, optimizer, ratio in tqdm(todo, desc=f"task {k}", disable=not progress):
+      new = False
       path = runs_dir / f"{run_name(method, optimizer, ratio, k)}.json"
       expected = _expected(task_config, task, method, optimizer, ratio)
       run = _finished(path, expected, task.fingerprint)
       if run is None:
         run_one(task_config, task, method, optimizer, ratio, path)
         run = E.load_run_json(path)
-      finished.setdefault((method, optimizer), []).append(run)
-    if k == selection:
-      chosen = {key: best_ratio(runs) for key, runs in finished.items()}
+        new = True
+      grid = finished.setdefault((method, optimizer), [])
+      grid.append(run)
+      if k == selection and len(grid) == len(config.ratios(optimizer)):
+        chosen[method, optimizer] = best_ratio(grid)
+      if new:
+        write_table(config, out, chosen, references)
   return write_table(config, out, chosen, references)
 
 
@@ -232,9 +263,10 @@ def _cell(values, digits: str = ".3f") -> str:
 
 
 def write_table(config: TofuConfig, out: pathlib.Path, chosen: dict, references: dict) -> str:
-  """Writes ``unlearn/table.md``, ``table.json`` and the curve plots; returns the Markdown."""
+  """Writes ``unlearn/table.md``, ``table.json`` and the curve plots of the finished runs of the
+  tasks in ``references``; returns the Markdown."""
   root = out / "unlearn"
-  tasks = list(config.repeats)
+  tasks = [k for k in config.repeats if k in references]
   runs = {
     (r["method"], r["optimizer"], r["forget_lr_ratio"], r["task"]): r
     for r in E.load_runs(root / "runs")
@@ -287,40 +319,31 @@ def write_table(config: TofuConfig, out: pathlib.Path, chosen: dict, references:
     "",
     f"## Forget learning-rate grid (task {selection}; retain lr {config.unlearn.lr:g}; the "
     "highest Avg is chosen, * marks it; 'edge' flags a winner at the grid's edge)\n",
-    "| method | optimizer | " + " | ".join(f"r={r:g}" for r in config.forget_lr_ratios) + " |",
-    "|---|---|" + "---:|" * len(config.forget_lr_ratios),
+    "| method | optimizer | forget lr / retain lr: Avg (MU, UFE) |",
+    "|---|---|---|",
   ]
-  ratios = sorted(config.forget_lr_ratios)
-  for (method, optimizer), ratio in chosen.items():
+  for method, optimizer in itertools.product(config.methods, config.optimizers):
+    ratio, ratios = chosen.get((method, optimizer)), sorted(config.ratios(optimizer))
     cells = []
-    for r in config.forget_lr_ratios:
+    for r in ratios:
       run = runs.get((method, optimizer, r, selection))
       mark = "*" if r == ratio else ""
-      cells.append(
-        "-" if run is None else f"{run['Avg']:.3f}{mark} (MU {run['MU']:.2f}, UFE {run['UFE']:.2f})"
-      )
+      score = "-" if run is None else f"{run['Avg']:.3f}{mark} ({run['MU']:.2f}, {run['UFE']:.2f})"
+      cells.append(f"{r:g}: {score}")
     edge = " edge" if len(ratios) > 1 and ratio in (ratios[0], ratios[-1]) else ""
-    lines.append(f"| {method} | {optimizer}{edge} | " + " | ".join(cells) + " |")
+    lines.append(f"| {method} | {optimizer}{edge} | " + "; ".join(cells) + " |")
   table = "\n".join(lines) + "\n"
   (root / "table.md").write_text(table)
   E.save_run_json(
     root / "table.json",
     {"config": config.name, "tasks": tasks, "references": references, "rows": summary},
   )
-  per_epoch_x = None
   for method, by_optimizer in curves.items():
-    first = next(iter(by_optimizer.values()))
-    if any(c.shape[1] != first.shape[1] for c in by_optimizer.values()):
-      continue
-    steps = [p["step"] for p in next(r for r in runs.values() if r["method"] == method)["curve"]]
-    per_epoch_x = steps if len(steps) == first.shape[1] else per_epoch_x
     plot_curves(
       by_optimizer,
       root / f"curves_{method}.png",
       CURVE_METRICS,
-      title=f"{config.name} {method}: scores over unlearning steps (first {config.curve_size} "
-      f"questions per set; bands: ±1 std over tasks {tasks})",
-      epochs=per_epoch_x,
-      xlabel="optimizer step",
+      title=f"{config.name} {method}: scores after each unlearning epoch (first "
+      f"{config.curve_size} questions per set; bands: ±1 std over tasks {tasks})",
     )
   return table

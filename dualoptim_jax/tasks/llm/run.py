@@ -62,7 +62,8 @@ class TofuConfig:
     methods: ``"FORGET+RETAIN"`` loss pairs (``tasks.llm.losses``).
     optimizers: among ``tasks.llm.unlearn.OPTIMIZERS``.
     forget_lr_ratios: the forget learning rates (over ``unlearn.lr``) gridded on the selection
-      task, the first of ``tasks``; the other tasks run each method and optimizer's best ratio.
+      task, the first of ``tasks``, for every optimizer or per optimizer (a dict); the other tasks
+      run each method and optimizer's best ratio.
     tasks: the repeats (tasks of the split); None: ``(task,)``.
     curve_size: the questions per evaluation set scored after every unlearning epoch.
   """
@@ -86,7 +87,7 @@ class TofuConfig:
   unlearn: UnlearnConfig | None = None
   methods: tuple[str, ...] = ("ME+GD", "IDK+AP", "GA+GD", "NPO+GD")
   optimizers: tuple[str, ...] = ("shared", "dual", "plus", "plus8")
-  forget_lr_ratios: tuple[float, ...] = (1.0,)
+  forget_lr_ratios: tuple[float, ...] | dict[str, tuple[float, ...]] = (1.0,)
   tasks: tuple[int, ...] | None = None
   curve_size: int = 100
 
@@ -98,12 +99,19 @@ class TofuConfig:
       parse_method(method)
     if set(self.optimizers) - set(OPTIMIZERS):
       raise ValueError(f"Unknown optimizers in {self.optimizers}; known: {', '.join(OPTIMIZERS)}.")
-    if not self.forget_lr_ratios or min(self.forget_lr_ratios) <= 0:
-      raise ValueError(f"forget_lr_ratios must be positive, got {self.forget_lr_ratios}.")
+    for optimizer in self.optimizers:
+      ratios = self.ratios(optimizer)
+      if not ratios or min(ratios) <= 0:
+        raise ValueError(f"{optimizer}'s forget_lr_ratios must be positive, got {ratios}.")
     if self.tasks is not None and not self.tasks:
       raise ValueError("tasks must name at least one task.")
     if self.curve_size < 1:
       raise ValueError(f"curve_size must be positive, got {self.curve_size}.")
+
+  def ratios(self, optimizer: str) -> tuple[float, ...]:
+    """The forget learning-rate ratios gridded for ``optimizer``."""
+    grid = self.forget_lr_ratios
+    return tuple(grid.get(optimizer, ()) if isinstance(grid, dict) else grid)
 
   @property
   def repeats(self) -> tuple[int, ...]:

@@ -3,6 +3,7 @@ restarts and refusals."""
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 
@@ -15,7 +16,7 @@ CONFIG = dataclasses.replace(
   unlearn=UnlearnConfig(lr=1e-3, batch_size=40, epochs=2, buckets=(96, 128)),
   methods=("NPO+GD",),
   optimizers=("dual",),
-  forget_lr_ratios=(1.0, 3.0),
+  forget_lr_ratios={"dual": (1.0, 3.0)},
   tasks=(1, 2),
   curve_size=4,
 )
@@ -41,6 +42,7 @@ def test_the_table_grids_on_the_first_task_and_repeats_the_winner(tmp_path, monk
     (tmp_path / "unlearn" / "work").iterdir()
   )
   assert "| NPO+GD | dual |" in table and "| target model |" in table
+  assert "| NPO+GD | dual edge | 1: " in table  # the grid row; a winner of two is at an edge
   assert (tmp_path / "unlearn" / "curves_NPO+GD.png").is_file()
   saved = json.loads((tmp_path / "unlearn" / "table.json").read_text())
   assert [r["tasks"] for r in saved["rows"]] == [[1, 2]]
@@ -49,6 +51,16 @@ def test_the_table_grids_on_the_first_task_and_repeats_the_winner(tmp_path, monk
     raise AssertionError("a finished run ran again")
 
   monkeypatch.setattr(experiment, "unlearn_lm", fail)
+  # The references (retain model, evaluations) are kept apart: without the retain models'
+  # checkpoints nothing retrains.
+  references = tmp_path / "unlearn" / "references"
+  assert sorted(p.name for p in references.iterdir()) == [
+    "forget10_task1.json",
+    "forget10_task2.json",
+  ]
+  for retain in (tmp_path / "checkpoints").glob("retain_*"):
+    shutil.rmtree(retain)
+  monkeypatch.setattr(experiment, "build_models", fail)
   assert experiment.run_unlearning(CONFIG, tmp_path, progress=False) == table
   other = dataclasses.replace(CONFIG, unlearn=dataclasses.replace(CONFIG.unlearn, lr=2e-3))
   with pytest.raises(ValueError, match="other hyper-parameters"):

@@ -151,9 +151,12 @@ def test_the_toy_model_has_memorised_both_sets(memorised):
 @pytest.mark.parametrize("optimizer", ["shared", "joint", "dual", "plus", "plus8"])
 def test_a_tiny_run_unlearns_with_every_optimizer(memorised, optimizer):
   model, forget, retain = memorised
-  # Joint takes one step per forget batch: give it as many optimizer steps (24) as the others,
-  # and (as the reference's joint baselines, forget_coeff 0.1) a smaller forget weight.
-  epochs, ratio = (24, 0.3) if optimizer == "joint" else (4, 1.0)
+  # Each optimizer at a forget rate of its own, as a grid would pick: a shared state keeps the
+  # forget direction in its momentum through the retain steps, so the separate states (whose
+  # forget moments act on forget steps only) need a larger forget lr for the same forgetting;
+  # joint takes one step per forget batch (24 steps, as the 4 alternating epochs) and, as the
+  # reference's joint baselines (forget_coeff 0.1), a smaller forget weight.
+  epochs, ratio = {"shared": (4, 1.0), "joint": (24, 0.3)}.get(optimizer, (8, 4.0))
   config = UnlearnConfig(lr=3e-3, batch_size=8, epochs=epochs, buckets=(16,))
   before = jax.tree.map(np.array, nnx.state(model, nnx.Param))
   graphdef, state = unlearn_lm(
@@ -172,11 +175,11 @@ def test_a_tiny_run_unlearns_with_every_optimizer(memorised, optimizer):
     _rouge(unlearned, forget.examples),
     _rouge(unlearned, retain.examples),
   )
-  assert forget_rouge < 0.5, forget_rouge
+  assert forget_rouge < 0.4, forget_rouge
   assert retain_rouge > 0.9, retain_rouge
   # The dual states count their own steps: 1 forget then 5 retain per cycle, 6 steps an epoch.
   if optimizer == "dual":
     counts = {k: int(s.count) for k, s in state.opt_state[1].inner_states.items()}
-    assert counts == {FORGET: 4, RETAIN: 20}
+    assert counts == {FORGET: 8, RETAIN: 40}
   # The model passed in is unchanged (it is the frozen reference of NPO, DPO and KL).
   jax.tree.map(np.testing.assert_array_equal, before, nnx.state(model, nnx.Param))

@@ -93,7 +93,9 @@ def main(argv=None):
         retain_path=args.retain_model_path or config.retain_path,
         methods=tuple(args.methods or config.methods),
         optimizers=tuple(args.optimizers or config.optimizers),
-        forget_lr_ratios=tuple(args.forget_lr_ratios or config.forget_lr_ratios),
+        forget_lr_ratios=(
+          tuple(args.forget_lr_ratios) if args.forget_lr_ratios else config.forget_lr_ratios
+        ),
         tasks=tuple(args.tasks) if args.tasks else None if args.task else config.tasks,
       )
       if config.unlearn is None or args.models_only:

@@ -13,6 +13,8 @@ from tests.tasks.llm.test_llm_run import TINY, pytestmark  # noqa: F401
 
 CONFIG = dataclasses.replace(
   TINY,
+  finetune=dataclasses.replace(TINY.finetune, max_epochs=None),  # one epoch, no gate retries
+  eval=dataclasses.replace(TINY.eval, batch_size=8),
   unlearn=UnlearnConfig(lr=1e-3, batch_size=40, epochs=2, buckets=(96, 128)),
   methods=("NPO+GD",),
   optimizers=("dual",),

@@ -83,6 +83,8 @@ def test_the_cli_passes_split_and_paths(monkeypatch, tmp_path):
   config = unlearned[0]
   assert (config.methods, config.optimizers) == (("IDK+AP",), ("dual", "plus8"))
   assert (config.repeats, config.forget_lr_ratios) == ((2, 4), (1.0, 2.0))
+  cli.main([*argv, *out])  # the config's own grid, one per optimizer, and tasks
+  assert (unlearned[1].ratios("dual"), unlearned[1].repeats) == ((1.0, 3.0, 10.0), (1, 2, 3))
 
 
 def test_tofu_configs_refuse_unknown_methods_and_optimizers(capsys):

@@ -97,8 +97,9 @@ def train_epochs(
     restore: ``restore(directory, state, step)``, e.g. to read an older checkpoint layout.
     until: the condition that ends training after ``epochs``, or None (exactly ``epochs``).
     max_epochs: the most epochs with ``until`` (default ``epochs``).
-    on_epoch: ``on_epoch(epoch, state)`` after each epoch (1-indexed) and its checkpoint, e.g. an
-      evaluation; the epochs a resumed run skips are not called again.
+    on_epoch: ``on_epoch(epoch, state)`` after each epoch (1-indexed), before its checkpoint, e.g.
+      an evaluation: a resumed run repeats an epoch whose call did not finish, and skips the
+      others.
     progress: show a tqdm progress bar over the steps.
     desc: the progress bar's label.
   """
@@ -152,8 +153,10 @@ def train_epochs(
         bar.update()
       loss = float(total) / max(count, 1)
       bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
+      seconds = time.perf_counter() - begin
+      if on_epoch is not None:  # before the checkpoint: a resumed run never skips it
+        on_epoch(epoch + 1, state)
       if checkpoint_dir is not None:
-        seconds = time.perf_counter() - begin
         total_seconds = None if total_seconds is None else total_seconds + seconds
         metadata = {
           "epoch": epoch + 1,
@@ -163,7 +166,5 @@ def train_epochs(
           "hyperparameters": hyperparameters,
         }
         checkpoint.save(checkpoint_dir, epoch + 1, state, metadata=metadata)
-      if on_epoch is not None:
-        on_epoch(epoch + 1, state)
       epoch += 1
   return state

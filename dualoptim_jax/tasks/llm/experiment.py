@@ -73,15 +73,17 @@ def _references(config: TofuConfig, out, target: str, data_root, tokenizer_path,
   retain model is trained and both are evaluated once (the file can be kept, e.g. committed,
   without the checkpoints)."""
   path = pathlib.Path(out) / "unlearn" / "references" / f"{config.forget}_task{config.task}.json"
-  key = {
-    "target": target,
-    "finetune": dataclasses.asdict(config.finetune),
-    "eval": dataclasses.asdict(config.eval),
-    "eval_sets": list(config.eval_sets),
-    "template": config.template,
-    "retain_path": config.retain_path,
-  }
-  key = json.loads(json.dumps(key))
+  unlearning = (
+    "name",
+    "unlearn",
+    "methods",
+    "optimizers",
+    "forget_lr_ratios",
+    "tasks",
+    "curve_size",
+  )
+  models = {k: v for k, v in dataclasses.asdict(config).items() if k not in unlearning}
+  key = json.loads(json.dumps({"target": target, **models}))
   if path.is_file():
     saved = E.load_run_json(path)
     if saved["key"] == key:
@@ -117,11 +119,17 @@ class _Task:
     self.curve_eval = dataclasses.replace(config.eval, size=config.curve_size)
     self.curve_reference = {"truth_ratios": self.retain_forget["truth_ratios"][: config.curve_size]}
     cache = pathlib.Path(out) / "evals" / f"curve_target_{pipeline.split_name}.json"
-    key = {"eval": dataclasses.asdict(self.curve_eval), "target": self.fingerprint}
-    found = json.loads(cache.read_text()) if cache.is_file() else None
-    if found is None or found["key"] != json.loads(json.dumps(key)):
+    key = {
+      "eval": dataclasses.asdict(self.curve_eval),
+      "eval_sets": list(config.eval_sets),
+      "target": self.fingerprint,
+      "retain_model_forget": self.curve_reference["truth_ratios"],
+    }
+    key = json.loads(json.dumps(key))
+    found = E.load_run_json(cache) if cache.is_file() else None
+    if found is None or found["key"] != key:
       found = {"key": key, "point": self.curve_point(self.model)}
-      cache.write_text(json.dumps(found))
+      E.save_run_json(cache, found)
     self.start_point = found["point"]
 
   def curve_point(self, model) -> dict:
@@ -179,6 +187,7 @@ def run_one(config: TofuConfig, task: _Task, method, optimizer, ratio, path: pat
     forget_lr_ratio=ratio,
     pad_id=task.pipeline.eos,
     checkpoint_dir=work / "checkpoints",
+    run_key={"target": task.fingerprint},
     on_epoch=on_epoch,
     desc=path.stem,
   )
@@ -213,8 +222,13 @@ def run_one(config: TofuConfig, task: _Task, method, optimizer, ratio, path: pat
 
 
 def best_ratio(runs: list[dict]) -> float:
-  """The forget learning-rate ratio of the run with the highest Avg (ties: the smaller ratio)."""
-  return max(runs, key=lambda r: (r["Avg"], -r["forget_lr_ratio"]))["forget_lr_ratio"]
+  """The forget learning-rate ratio of the run with the highest Avg (ties: the smaller ratio; a
+  NaN Avg ranks last)."""
+
+  def rank(run):
+    return (-np.inf if np.isnan(run["Avg"]) else run["Avg"], -run["forget_lr_ratio"])
+
+  return max(runs, key=rank)["forget_lr_ratio"]
 
 
 def run_unlearning(
@@ -257,21 +271,26 @@ def run_unlearning(
   return write_table(config, out, chosen, references)
 
 
+def _stats(values) -> dict[str, float]:
+  return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
 def _cell(values, digits: str = ".3f") -> str:
-  mean, std = float(np.mean(values)), float(np.std(values))
-  return f"{mean:{digits}}" if len(values) == 1 else f"{mean:{digits}} ± {std:{digits}}"
+  s = _stats(values)
+  return f"{s['mean']:{digits}}" + ("" if len(values) == 1 else f" ± {s['std']:{digits}}")
 
 
 def write_table(config: TofuConfig, out: pathlib.Path, chosen: dict, references: dict) -> str:
   """Writes ``unlearn/table.md``, ``table.json`` and the curve plots of the finished runs of the
   tasks in ``references``; returns the Markdown."""
   root = out / "unlearn"
-  tasks = [k for k in config.repeats if k in references]
   runs = {
     (r["method"], r["optimizer"], r["forget_lr_ratio"], r["task"]): r
     for r in E.load_runs(root / "runs")
     if r["config"] == config.name
   }
+  done = {task for *_, task in runs}  # the reference rows cover the tasks begun
+  tasks = [k for k in config.repeats if k in references and k in done]
   fq = ".2g"
   header = "| method | optimizer | forget lr | tasks | MU ↑ | UFE ↑ | FQ ↑ | Avg ↑ | min/run |"
   lines = [
@@ -290,9 +309,10 @@ def write_table(config: TofuConfig, out: pathlib.Path, chosen: dict, references:
     ]
     minutes = np.mean([sum(r["seconds"].values()) / 60 for r in group])
     cells = [_cell([r[c] for r in group], fq if c == "FQ" else ".3f") for c in COLUMNS]
-    lr = ratio * config.unlearn.lr
+    # Joint has one learning rate; its ratio weighs the forget loss.
+    lr = f"w x {ratio:g}" if optimizer == "joint" else f"{ratio * config.unlearn.lr:.3g}"
     lines.append(
-      f"| {method} | {optimizer} | {lr:.3g} | {len(group)} | "
+      f"| {method} | {optimizer} | {lr} | {len(group)} | "
       + " | ".join(cells)
       + f" | {minutes:.1f} |"
     )
@@ -302,19 +322,13 @@ def write_table(config: TofuConfig, out: pathlib.Path, chosen: dict, references:
         "optimizer": optimizer,
         "forget_lr_ratio": ratio,
         "tasks": [r["task"] for r in group],
-        **{
-          c: {
-            "mean": float(np.mean([r[c] for r in group])),
-            "std": float(np.std([r[c] for r in group])),
-          }
-          for c in COLUMNS
-        },
+        **{c: _stats([r[c] for r in group]) for c in COLUMNS},
       }
     )
     curves.setdefault(method, {})[optimizer] = np.array(
       [[[p[m.name] for m in CURVE_METRICS] for p in r["curve"]] for r in group]
     )
-  selection = tasks[0]
+  selection = config.repeats[0]
   lines += [
     "",
     f"## Forget learning-rate grid (task {selection}; retain lr {config.unlearn.lr:g}; the "

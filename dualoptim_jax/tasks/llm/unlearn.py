@@ -21,6 +21,7 @@ import itertools
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -45,12 +46,12 @@ from dualoptim_jax.tasks.llm.losses import (
 )
 
 OPTIMIZERS = ("shared", "joint", "dual", "plus", "plus8")
-Sequence_ = tuple[np.ndarray, np.ndarray]  # token ids and labels (`data.tofu.encode_qa`)
+QASequence = tuple[np.ndarray, np.ndarray]  # token ids and labels (`data.tofu.encode_qa`)
 
 
 @dataclasses.dataclass(frozen=True)
 class UnlearnConfig:
-  """The unlearning recipe (defaults: the reference's, see ``shared`` spec 6.2-6.4 and 8).
+  """The unlearning recipe (defaults: the reference code's TOFU settings).
 
   ``lr`` is the retain learning rate; a run's forget learning rate is ``forget_lr_ratio * lr``.
   ``batch_size`` sequences make one optimizer step (each stream's, for joint), in
@@ -106,23 +107,24 @@ def steps_per_epoch(config: UnlearnConfig, num_forget: int, optimizer: str) -> i
   """Optimizer steps per epoch: :math:`(1 + r/f)\\lceil |F| / B \\rceil` alternating, and
   :math:`\\lceil |F| / B \\rceil` joint (reference ``forget.py``)."""
   _check_optimizer(optimizer)
-  passes = -(-num_forget // config.batch_size)
+  forget_batches = -(-num_forget // config.batch_size)
   if optimizer == "joint":
-    return passes
-  return int((1 + config.retain_steps / config.forget_steps) * passes)
+    return forget_batches
+  cycle = config.forget_steps + config.retain_steps
+  return cycle * forget_batches // config.forget_steps
 
 
 def lr_schedule(lr: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
-  """Linear warm-up from 0 over ``warmup_steps``, then linear decay to 0 at ``total_steps``
-  (Hugging Face's ``get_linear_schedule_with_warmup``), of the 0-indexed step."""
-  warmup_steps = min(warmup_steps, total_steps - 1)
-  return optax.join_schedules(
-    [
-      optax.linear_schedule(0.0, lr, warmup_steps),
-      optax.linear_schedule(lr, 0.0, total_steps - warmup_steps),
-    ],
-    [warmup_steps],
-  )
+  r"""Hugging Face's ``get_linear_schedule_with_warmup`` of the 0-indexed step :math:`k`:
+  :math:`\eta k / w` while :math:`k < w`, then :math:`\eta \max(0, (K - k) / (K - w))`."""
+
+  def schedule(count):
+    count = jnp.asarray(count, jnp.float32)
+    warmup = count / max(1, warmup_steps)
+    decay = jnp.maximum(0.0, (total_steps - count) / max(1, total_steps - warmup_steps))
+    return lr * jnp.where(count < warmup_steps, warmup, decay)
+
+  return schedule
 
 
 def unlearn_tx(
@@ -183,13 +185,13 @@ def hyperparameters(
   }
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Stream:
   """One data stream: its QA sequences, the same questions with an IDK answer, and (NPO, DPO) the
-  frozen reference's summed NLLs of both, filled in by `unlearn_lm`."""
+  frozen reference's summed NLLs of both, which `unlearn_lm` fills in on its own copy."""
 
-  examples: Sequence[Sequence_]
-  idk: Sequence[Sequence_]
+  examples: Sequence[QASequence]
+  idk: Sequence[QASequence]
   ref_nll: np.ndarray | None = None
   ref_idk_nll: np.ndarray | None = None
 
@@ -211,14 +213,16 @@ def summed_nll(model, examples, batch_size: int, buckets, pad_id: int) -> np.nda
   return out
 
 
-def _batches(stream: Stream, batch_size: int, config: UnlearnConfig, pad_id: int, key: int):
-  """The endless batches of a stream (each pass reshuffled)."""
+def _batches(stream: Stream, batch_size, config: UnlearnConfig, pad_id, key: int, idk: bool):
+  """The endless batches of a stream (each pass reshuffled), with its IDK sequences if ``idk``."""
+  names = ("input_ids", "labels") + (("idk_input_ids", "idk_labels") if idk else ())
   for p in itertools.count():
     rng = np.random.default_rng([config.seed, key, p])
+    paired = {"idk_": stream.idk} if idk else None
     for b in bucket_batches(
-      stream.examples, batch_size, config.buckets, pad_id, rng, paired={"idk_": stream.idk}
+      stream.examples, batch_size, config.buckets, pad_id, rng, paired=paired
     ):
-      batch = {k: b[k] for k in ("input_ids", "labels", "idk_input_ids", "idk_labels")}
+      batch = {k: b[k] for k in names}
       if stream.ref_nll is not None:
         batch |= {
           "ref_nll": stream.ref_nll[b["index"]],
@@ -238,6 +242,7 @@ def unlearn_lm(
   forget_lr_ratio: float = 1.0,
   pad_id: int,
   checkpoint_dir=None,
+  run_key: dict | None = None,
   on_epoch: Callable[[int, nnx.GraphDef, TrainState], None] | None = None,
   progress: bool = True,
   desc: str = "unlearn",
@@ -246,8 +251,9 @@ def unlearn_lm(
   ``method`` (``"FORGET+RETAIN"``) and ``optimizer``, for ``config.epochs`` epochs.
 
   With ``checkpoint_dir`` every epoch is checkpointed and a call resumes there
-  (`core.train_epochs`); ``on_epoch(epoch, graphdef, state)`` runs after each epoch. For a joint
-  run, ``forget_lr_ratio`` scales the forget loss's weight instead (one learning rate).
+  (`core.train_epochs`) if its hyper-parameters and ``run_key`` (e.g. the model's fingerprint)
+  are the same; ``on_epoch(epoch, graphdef, state)`` runs after each epoch. For a joint run,
+  ``forget_lr_ratio`` scales the forget loss's weight instead (one learning rate).
   """
   forget_kind, retain_kind = parse_method(method)
   per_epoch = steps_per_epoch(config, len(forget.examples), optimizer)
@@ -255,10 +261,14 @@ def unlearn_lm(
   tx = unlearn_tx(config, optimizer, forget_lr_ratio, total, per_epoch)
   graphdef, state = init_state(model, tx, config.seed)
   reference = nnx.state(model, nnx.Param) if retain_kind == "KL" else None
-  if forget_kind in ("NPO", "DPO") and forget.ref_nll is None:
-    args = (config.batch_size, config.buckets, pad_id)
-    forget.ref_nll = summed_nll(model, forget.examples, *args)
-    forget.ref_idk_nll = summed_nll(model, forget.idk, *args)
+  micro = config.batch_size // config.micro_batches
+  if forget_kind in ("NPO", "DPO"):  # the reference's NLLs, once
+    args = (micro, config.buckets, pad_id)
+    forget = dataclasses.replace(
+      forget,
+      ref_nll=summed_nll(model, forget.examples, *args),
+      ref_idk_nll=summed_nll(model, forget.idk, *args),
+    )
   f_loss = forget_loss(forget_kind, graphdef, config.beta)
   r_loss = retain_loss(retain_kind, graphdef, config.beta)
   f_coeff = config.forget_coeff * (forget_lr_ratio if optimizer == "joint" else 1.0)
@@ -283,8 +293,8 @@ def unlearn_lm(
     if joint
     else {FORGET: as_loss_fn(f_loss, f_coeff), RETAIN: as_loss_fn(r_loss, config.retain_coeff)},
   )
-  micro = config.batch_size // config.micro_batches
   schedule = alternating(config.forget_steps, config.retain_steps)
+  idk = {FORGET: forget_kind in ("DPO", "IDK"), RETAIN: retain_kind == "AP"}
 
   def epoch_batches(epoch):
     first = epoch * per_epoch
@@ -293,7 +303,7 @@ def unlearn_lm(
     else:
       skip = {k: schedule.steps_before(first, k) * config.micro_batches for k in (FORGET, RETAIN)}
     streams = {
-      k: itertools.islice(_batches(s, micro, config, pad_id, i), skip[k], None)
+      k: itertools.islice(_batches(s, micro, config, pad_id, i, idk[k]), skip[k], None)
       for i, (k, s) in enumerate(((FORGET, forget), (RETAIN, retain)))
     }
     for t in range(first, first + per_epoch):
@@ -309,9 +319,12 @@ def unlearn_lm(
     epoch_batches,
     epochs=config.epochs,
     steps_per_epoch=per_epoch * config.micro_batches,
-    hyperparameters=hyperparameters(
-      config, method, optimizer, forget_lr_ratio, len(forget.examples), len(retain.examples)
-    ),
+    hyperparameters={
+      **hyperparameters(
+        config, method, optimizer, forget_lr_ratio, len(forget.examples), len(retain.examples)
+      ),
+      **(run_key or {}),
+    },
     checkpoint_dir=checkpoint_dir,
     on_epoch=None if on_epoch is None else lambda e, s: on_epoch(e, graphdef, s),
     progress=progress,

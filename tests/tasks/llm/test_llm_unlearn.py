@@ -29,6 +29,8 @@ def test_steps_per_epoch_are_the_references():
   assert steps_per_epoch(config, 400, "joint") == 10
   assert steps_per_epoch(config, 40, "shared") == 6  # forget01
   assert steps_per_epoch(UnlearnConfig(forget_steps=2, retain_steps=3), 400, "plus") == 25
+  # 9 forget batches, cycles of 3 forget + 2 retain steps: 3 cycles, 15 steps (exact integers).
+  assert steps_per_epoch(UnlearnConfig(forget_steps=3, retain_steps=2), 360, "dual") == 15
 
 
 def test_the_learning_rate_is_hugging_faces_linear_warmup_and_decay():
@@ -183,3 +185,43 @@ def test_a_tiny_run_unlearns_with_every_optimizer(memorised, optimizer):
     assert counts == {FORGET: 8, RETAIN: 40}
   # The model passed in is unchanged (it is the frozen reference of NPO, DPO and KL).
   jax.tree.map(np.testing.assert_array_equal, before, nnx.state(model, nnx.Param))
+
+
+@pytest.mark.parametrize("optimizer", ["dual", "joint"])
+def test_an_interrupted_run_with_micro_batches_resumes_as_a_straight_run(
+  memorised, optimizer, tmp_path
+):
+  model, forget, retain = memorised
+  config = UnlearnConfig(lr=3e-3, batch_size=8, micro_batches=2, epochs=3, buckets=(16,))
+  args = (model, forget, retain, config, "NPO+AP", optimizer)
+  _, straight = unlearn_lm(*args, forget_lr_ratio=2.0, pad_id=EOS, progress=False)
+
+  class Interrupted(Exception):
+    pass
+
+  def stop_at_epoch_two(epoch, graphdef, state):
+    if epoch == 2:
+      raise Interrupted
+
+  with pytest.raises(Interrupted):
+    unlearn_lm(
+      *args,
+      forget_lr_ratio=2.0,
+      pad_id=EOS,
+      checkpoint_dir=tmp_path,
+      on_epoch=stop_at_epoch_two,
+      progress=False,
+    )
+  epochs = []
+  _, resumed = unlearn_lm(
+    *args,
+    forget_lr_ratio=2.0,
+    pad_id=EOS,
+    checkpoint_dir=tmp_path,
+    on_epoch=lambda epoch, graphdef, state: epochs.append(epoch),
+    progress=False,
+  )
+  assert epochs == [2, 3]  # epoch 2's evaluation had not finished: it runs again
+  jax.tree.map(np.testing.assert_array_equal, straight.params, resumed.params)
+  with pytest.raises(ValueError, match="other hyper-parameters"):
+    unlearn_lm(*args, pad_id=EOS, checkpoint_dir=tmp_path, run_key={"target": "x"}, progress=False)

@@ -15,7 +15,7 @@ For a `TofuConfig` with ``unlearn`` set, `run_unlearning`:
    ``curves_<method>.png`` per method.
 
 A finished run (its JSON) is skipped on restart; an interrupted one resumes from its last epoch
-(Orbax checkpoints under ``unlearn/work/``, removed once the run is written).
+(Orbax checkpoints under ``unlearn/unfinished/``, removed once the run is written).
 """
 
 import dataclasses
@@ -166,7 +166,7 @@ def _finished(path: pathlib.Path, expected: dict, target: str) -> dict | None:
 
 def run_one(config: TofuConfig, task: _Task, method, optimizer, ratio, path: pathlib.Path):
   """One unlearning run: trains, logs its curve, evaluates, writes ``path``."""
-  work = path.parent.parent / "work" / path.stem
+  work = path.parent.parent / "unfinished" / path.stem
   per_epoch = steps_per_epoch(config.unlearn, len(task.forget.examples), optimizer)
 
   def on_epoch(epoch, graphdef, state):

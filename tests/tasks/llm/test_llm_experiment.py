@@ -40,8 +40,8 @@ def test_the_table_grids_on_the_first_task_and_repeats_the_winner(tmp_path, monk
   assert run["curve"][0] == runs["NPO+GD-dual-r1-task1"]["curve"][0]  # the target model
   assert run["Avg"] == pytest.approx((run["MU"] + run["UFE"]) / 2)
   assert set(run["seconds"]) == {"unlearning", "curve_evaluation", "evaluation"}
-  assert not (tmp_path / "unlearn" / "work").exists() or not any(
-    (tmp_path / "unlearn" / "work").iterdir()
+  assert not (tmp_path / "unlearn" / "unfinished").exists() or not any(
+    (tmp_path / "unlearn" / "unfinished").iterdir()
   )
   assert "| NPO+GD | dual |" in table and "| target model |" in table
   assert "| NPO+GD | dual edge | 1: " in table  # the grid row; a winner of two is at an edge

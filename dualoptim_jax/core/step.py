@@ -1,12 +1,12 @@
 """A jitted, donated train step over a general loss function, one compilation per objective."""
 
-import functools
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import jax
 import optax
 
+from dualoptim_jax.core.sharding import MeshPlan
 from dualoptim_jax.core.state import TrainState
 
 # loss_fn(params, model_state, batch, rng, extras) -> (loss, (model_state, metrics))
@@ -14,7 +14,9 @@ LossFn = Callable[..., tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
 
 
 def make_step(
-  tx: optax.GradientTransformation, loss_fns: LossFn | Mapping[Hashable, LossFn]
+  tx: optax.GradientTransformation,
+  loss_fns: LossFn | Mapping[Hashable, LossFn],
+  plan: MeshPlan | None = None,
 ) -> Callable:
   r"""A jitted step ``step(state, batch, *, objective=None, mask=None, extras=None)``.
 
@@ -29,7 +31,8 @@ def make_step(
   gradients before the optimizer, so masked weights still get the optimizer's weight decay.
   ``extras`` is a pytree of traced inputs of the loss (a frozen teacher's variables, a
   hyper-parameter that changes over the run): new values do not recompile. ``objective`` is static,
-  so each objective compiles once. The state is donated.
+  so each objective compiles once. The state is donated. With a ``plan`` the same step runs on its
+  device mesh (`MeshPlan.jit_step`).
 
   Args:
     tx: the optimizer; ``objective`` is passed to its update unless it is None.
@@ -41,7 +44,6 @@ def make_step(
     metrics being the loss's plus ``"loss"``.
   """
 
-  @functools.partial(jax.jit, static_argnames="objective", donate_argnums=0)
   def step(state: TrainState, batch, *, objective=None, mask=None, extras=None):
     loss_fn = loss_fns if callable(loss_fns) else loss_fns[objective]
     rng, loss_rng = jax.random.split(state.rng)
@@ -59,4 +61,6 @@ def make_step(
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, model_state, opt_state, rng), {**metrics, "loss": loss}
 
-  return step
+  if plan is not None:
+    return plan.jit_step(step, tx)
+  return jax.jit(step, static_argnames="objective", donate_argnums=0)

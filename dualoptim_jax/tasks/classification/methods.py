@@ -32,7 +32,7 @@ import optax
 from flax import nnx
 
 import dualoptim_jax.optim as do
-from dualoptim_jax.core import TrainState, make_step, run_schedule
+from dualoptim_jax.core import MeshPlan, TrainState, make_step, run_schedule
 from dualoptim_jax.data import UnlearningSplit, cycle_batches, num_batches
 from dualoptim_jax.tasks.classification import losses
 from dualoptim_jax.tasks.classification.masks import fisher_mask, salun_mask
@@ -335,6 +335,7 @@ def unlearn(
   seed: int = 0,
   on_epoch: Callable[[int, TrainState], None] | None = None,
   progress: Callable | None = None,
+  plan: MeshPlan | None = None,
 ) -> TrainState:
   """Runs ``method`` with ``optimizer`` from the ``original`` model; returns the unlearned state.
 
@@ -342,12 +343,17 @@ def unlearn(
   from ``split`` (augmented if ``config.augment``); random labels, batch order and augmentation
   from ``np.random.default_rng(seed)``. ``on_epoch(epoch, state)`` is called after every epoch
   (SFRon: every ``epochs``-th of its iterations); ``progress`` wraps the schedule (e.g. ``tqdm``).
+  With a ``plan``, the run is laid out on its device mesh.
   """
   if optimizer not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {optimizer!r}; known optimizers: {OPTIMIZERS}.")
   schedule = method.schedule(split, config)
   tx = method.optimizer(optimizer, config, schedule)
   copy = lambda tree: jax.tree.map(jnp.array, tree)  # noqa: E731
+  if plan is not None:  # the original (a teacher for SCRUB) and the masks placed once
+    original = original._replace(
+      params=plan.put(original.params), model_state=plan.put(original.model_state)
+    )
   state = TrainState(
     copy(original.params),
     copy(original.model_state),
@@ -355,8 +361,10 @@ def unlearn(
     jax.random.PRNGKey(seed),
   )
   masks = method.masks(graphdef, original, split, config, seed)
+  if plan is not None:
+    masks = plan.put(masks)
   step = make_step(
-    tx, {k: losses.classifier_loss(graphdef, loss) for k, loss in method.losses.items()}
+    tx, {k: losses.classifier_loss(graphdef, loss) for k, loss in method.losses.items()}, plan
   )
 
   rng = np.random.default_rng(seed)

@@ -14,7 +14,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dualoptim_jax.core import TrainState, checkpoint, init_state, make_step, train_epochs
+from dualoptim_jax.core import (
+  MeshPlan,
+  TrainState,
+  checkpoint,
+  init_state,
+  make_step,
+  train_epochs,
+)
 from dualoptim_jax.data import ArrayDataset, epoch_batches, num_batches
 from dualoptim_jax.optim import sgd_l2
 from dualoptim_jax.tasks.classification.losses import classifier_loss, cross_entropy
@@ -73,6 +80,7 @@ def train_classifier(
   checkpoint_dir=None,
   progress: bool = True,
   desc: str = "train",
+  plan: MeshPlan | None = None,
 ) -> tuple[nnx.GraphDef, TrainState]:
   """Trains ``model`` on ``dataset`` for ``epochs`` epochs with SGD and cross-entropy.
 
@@ -97,6 +105,7 @@ def train_classifier(
     checkpoint_dir: where to save and resume from, or None.
     progress: show a tqdm progress bar over the steps.
     desc: the progress bar's label.
+    plan: the device mesh to train on, or None (one device).
 
   Returns:
     The model's graph definition and the final `TrainState`.
@@ -110,6 +119,8 @@ def train_classifier(
     weight_decay=weight_decay,
   )
   graphdef, state = init_state(model, tx, seed)
+  if plan is not None:
+    state = plan.put_state(state, tx)
   hyperparameters = {
     "num_samples": len(dataset),
     "batch_size": batch_size,
@@ -122,7 +133,7 @@ def train_classifier(
 
   state = train_epochs(
     state,
-    make_step(tx, classifier_loss(graphdef, cross_entropy)),
+    make_step(tx, classifier_loss(graphdef, cross_entropy), plan),
     lambda epoch: epoch_batches(
       dataset, batch_size, np.random.default_rng([seed, epoch]), augment=augment
     ),

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dualoptim_jax.core import TrainState, init_state, make_step, train_epochs
+from dualoptim_jax.core import MeshPlan, TrainState, init_state, make_step, train_epochs
 from dualoptim_jax.data.tofu import bucket_batches, num_bucket_batches
 from dualoptim_jax.tasks.llm.losses import lm_loss
 
@@ -80,13 +80,14 @@ def finetune_lm(
   until: Callable[[nnx.Module], bool] | None = None,
   progress: bool = True,
   desc: str = "fine-tune",
+  plan: MeshPlan | None = None,
 ) -> tuple[nnx.GraphDef, TrainState]:
   """Fine-tunes ``model`` (left unchanged) on ``examples`` for ``config.epochs`` epochs, then,
   while ``until(trained model)`` is False, one more at a time up to ``config.max_epochs``.
 
   With ``checkpoint_dir`` every epoch is checkpointed and a call resumes from the newest checkpoint
   there (`core.train_epochs`). Build the trained model with ``nnx.merge(graphdef, state.params,
-  state.model_state)``.
+  state.model_state)``. With a ``plan``, training runs on its device mesh.
   """
   if not examples:
     raise ValueError("Cannot fine-tune on an empty set of examples.")
@@ -94,6 +95,8 @@ def finetune_lm(
   steps_per_epoch = num_bucket_batches(lengths, config.batch_size, config.buckets)
   tx = finetune_tx(config, config.epochs * steps_per_epoch)
   graphdef, state = init_state(model, tx, config.seed)
+  if plan is not None:
+    state = plan.put_state(state, tx)
   hyperparameters = {  # max_epochs is a stopping rule: it changes no epoch's training
     **{k: v for k, v in dataclasses.asdict(config).items() if k != "max_epochs"},
     "buckets": list(config.buckets),
@@ -108,7 +111,7 @@ def finetune_lm(
 
   state = train_epochs(
     state,
-    make_step(tx, lm_loss(graphdef)),
+    make_step(tx, lm_loss(graphdef), plan),
     epoch_batches,
     epochs=config.epochs,
     steps_per_epoch=steps_per_epoch,

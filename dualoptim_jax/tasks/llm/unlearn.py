@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dualoptim_jax.core import TrainState, init_state, make_step, train_epochs
+from dualoptim_jax.core import MeshPlan, TrainState, init_state, make_step, train_epochs
 from dualoptim_jax.data.tofu import bucket_batches
 from dualoptim_jax.optim import (
   FORGET,
@@ -246,6 +246,7 @@ def unlearn_lm(
   on_epoch: Callable[[int, nnx.GraphDef, TrainState], None] | None = None,
   progress: bool = True,
   desc: str = "unlearn",
+  plan: MeshPlan | None = None,
 ) -> tuple[nnx.GraphDef, TrainState]:
   """Unlearns ``forget`` from ``model`` (left unchanged, and the frozen reference) with
   ``method`` (``"FORGET+RETAIN"``) and ``optimizer``, for ``config.epochs`` epochs.
@@ -253,7 +254,8 @@ def unlearn_lm(
   With ``checkpoint_dir`` every epoch is checkpointed and a call resumes there
   (`core.train_epochs`) if its hyper-parameters and ``run_key`` (e.g. the model's fingerprint)
   are the same; ``on_epoch(epoch, graphdef, state)`` runs after each epoch. For a joint run,
-  ``forget_lr_ratio`` scales the forget loss's weight instead (one learning rate).
+  ``forget_lr_ratio`` scales the forget loss's weight instead (one learning rate). With a
+  ``plan``, the run is laid out on its device mesh.
   """
   forget_kind, retain_kind = parse_method(method)
   per_epoch = steps_per_epoch(config, len(forget.examples), optimizer)
@@ -261,6 +263,8 @@ def unlearn_lm(
   tx = unlearn_tx(config, optimizer, forget_lr_ratio, total, per_epoch)
   graphdef, state = init_state(model, tx, config.seed)
   reference = nnx.state(model, nnx.Param) if retain_kind == "KL" else None
+  if plan is not None:
+    state, reference = plan.put_state(state, tx), plan.put(reference)
   micro = config.batch_size // config.micro_batches
   if forget_kind in ("NPO", "DPO"):  # the reference's NLLs, once
     args = (micro, config.buckets, pad_id)
@@ -292,6 +296,7 @@ def unlearn_lm(
     joint_loss
     if joint
     else {FORGET: as_loss_fn(f_loss, f_coeff), RETAIN: as_loss_fn(r_loss, config.retain_coeff)},
+    plan,
   )
   schedule = alternating(config.forget_steps, config.retain_steps)
   idk = {FORGET: forget_kind in ("DPO", "IDK"), RETAIN: retain_kind == "AP"}

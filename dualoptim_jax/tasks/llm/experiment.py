@@ -5,8 +5,9 @@ For a `TofuConfig` with ``unlearn`` set, `run_unlearning`:
 
 1. builds (or reloads) the target and retain models of every task (`run.build_models`);
 2. on the selection task (the first of ``config.repeats``) runs each method and optimizer at every
-   ratio of ``forget_lr_ratios`` and picks the one with the highest Avg = (MU + UFE) / 2; on the
-   other tasks runs that ratio only;
+   ratio of ``forget_lr_ratios``, extends the grid by one step of the 1-3-10 ladder while the
+   best ratio sits at an edge (up to ``widen`` times per edge), and picks the ratio with the
+   highest Avg = (MU + UFE) / 2; on the other tasks runs that ratio only;
 3. scores every run after each epoch on the first ``curve_size`` questions of each evaluation set
    (the curve; point 0 is the target model) and at the end on the full sets;
 4. writes ``unlearn/runs/<method>-<optimizer>-r<ratio>-task<k>.json`` per run (scores, curve,
@@ -19,9 +20,11 @@ A finished run (its JSON) is skipped on restart; an interrupted one resumes from
 """
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
+import math
 import pathlib
 import shutil
 import time
@@ -81,6 +84,7 @@ def _references(config: TofuConfig, out, target: str, data_root, tokenizer_path,
     "forget_lr_ratios",
     "tasks",
     "curve_size",
+    "widen",
   )
   models = {k: v for k, v in dataclasses.asdict(config).items() if k not in unlearning}
   key = json.loads(json.dumps({"target": target, **models}))
@@ -243,32 +247,53 @@ def run_unlearning(
   runs_dir = out / "unlearn" / "runs"
   selection = config.repeats[0]
   chosen, references = {}, {}
+
+  def on_new():  # an unfinished table shows what is done
+    write_table(config, out, chosen, references)
+
   for k in config.repeats:
     task_config = dataclasses.replace(config, task=k)
     task = _Task(task_config, out, data_root, tokenizer_path, progress)
     references[k] = {role: task.report["results"][role]["scores"] for role in ROLES}
-    todo = []
-    for method in config.methods:
-      for optimizer in config.optimizers:
-        ratios = config.ratios(optimizer) if k == selection else [chosen[method, optimizer]]
-        todo += [(method, optimizer, r) for r in ratios]
-    finished = {}
-    for method, optimizer, ratio in tqdm(todo, desc=f"task {k}", disable=not progress):
-      new = False
-      path = runs_dir / f"{run_name(method, optimizer, ratio, k)}.json"
-      expected = _expected(task_config, task, method, optimizer, ratio)
-      run = _finished(path, expected, task.fingerprint)
-      if run is None:
-        run_one(task_config, task, method, optimizer, ratio, path)
-        run = E.load_run_json(path)
-        new = True
-      grid = finished.setdefault((method, optimizer), [])
-      grid.append(run)
-      if k == selection and len(grid) == len(config.ratios(optimizer)):
-        chosen[method, optimizer] = best_ratio(grid)
-      if new:
-        write_table(config, out, chosen, references)
+
+    pairs = list(itertools.product(config.methods, config.optimizers))
+    for method, optimizer in tqdm(pairs, desc=f"task {k}", disable=not progress):
+      run = functools.partial(_run_or_load, task_config, task, method, optimizer, runs_dir, on_new)
+      if k != selection:
+        run(chosen[method, optimizer])
+        continue
+      grid = {r: run(r) for r in config.ratios(optimizer)}
+      extended = {True: 0, False: 0}  # upwards, downwards
+      while len(grid) > 1 and (best := best_ratio(list(grid.values()))) in (min(grid), max(grid)):
+        up = best == max(grid)
+        if extended[up] == config.widen:
+          break
+        extended[up] += 1
+        ratio = widened(best, up)
+        grid[ratio] = run(ratio)
+      chosen[method, optimizer] = best_ratio(list(grid.values()))
   return write_table(config, out, chosen, references)
+
+
+def _run_or_load(task_config, task, method, optimizer, runs_dir, on_new, ratio) -> dict:
+  """The finished run at ``ratio`` of ``task_config.task``; if missing, it runs first and
+  ``on_new()`` is called."""
+  path = runs_dir / f"{run_name(method, optimizer, ratio, task_config.task)}.json"
+  found = _finished(path, _expected(task_config, task, method, optimizer, ratio), task.fingerprint)
+  if found is None:
+    run_one(task_config, task, method, optimizer, ratio, path)
+    on_new()
+  return found or E.load_run_json(path)
+
+
+def widened(ratio: float, up: bool) -> float:
+  """The next value past ``ratio`` on the ladder ..., 0.1, 0.3, 1, 3, 10, ... (upwards if
+  ``up``)."""
+  exponent = math.floor(math.log10(ratio))
+  ladder = [float(f"{c * 10.0**e:.3g}") for e in range(exponent - 1, exponent + 3) for c in (1, 3)]
+  if up:
+    return min(x for x in ladder if x > ratio * (1 + 1e-9))
+  return max(x for x in ladder if x < ratio * (1 - 1e-9))
 
 
 def _stats(values) -> dict[str, float]:
@@ -337,7 +362,8 @@ def write_table(config: TofuConfig, out: pathlib.Path, chosen: dict, references:
     "|---|---|---|",
   ]
   for method, optimizer in itertools.product(config.methods, config.optimizers):
-    ratio, ratios = chosen.get((method, optimizer)), sorted(config.ratios(optimizer))
+    ran = {r for m, o, r, k in runs if (m, o, k) == (method, optimizer, selection)}
+    ratio, ratios = chosen.get((method, optimizer)), sorted(ran | set(config.ratios(optimizer)))
     cells = []
     for r in ratios:
       run = runs.get((method, optimizer, r, selection))

@@ -66,6 +66,8 @@ class TofuConfig:
       run each method and optimizer's best ratio.
     tasks: the repeats (tasks of the split); None: ``(task,)``.
     curve_size: the questions per evaluation set scored after every unlearning epoch.
+    widen: how many times a grid is extended past each edge while its best ratio sits there
+      (one step of the 1-3-10 ladder each time).
   """
 
   name: str
@@ -90,6 +92,7 @@ class TofuConfig:
   forget_lr_ratios: tuple[float, ...] | dict[str, tuple[float, ...]] = (1.0,)
   tasks: tuple[int, ...] | None = None
   curve_size: int = 100
+  widen: int = 2
 
   def __post_init__(self):
     unknown = set(self.eval_sets) - set(EVAL_SETS)
@@ -105,6 +108,8 @@ class TofuConfig:
         raise ValueError(f"{optimizer}'s forget_lr_ratios must be positive, got {ratios}.")
     if self.tasks is not None and not self.tasks:
       raise ValueError("tasks must name at least one task.")
+    if self.widen < 0:
+      raise ValueError(f"widen must be non-negative, got {self.widen}.")
     if self.curve_size < 1:
       raise ValueError(f"curve_size must be positive, got {self.curve_size}.")
 

@@ -3,7 +3,9 @@ restarts and refusals."""
 
 import dataclasses
 import json
+import math
 import shutil
+import types
 
 import pytest
 
@@ -21,6 +23,7 @@ CONFIG = dataclasses.replace(
   forget_lr_ratios={"dual": (1.0, 3.0)},
   tasks=(1, 2),
   curve_size=4,
+  widen=0,  # a grid of two always has its winner at an edge
 )
 
 
@@ -67,3 +70,52 @@ def test_the_table_grids_on_the_first_task_and_repeats_the_winner(tmp_path, monk
   other = dataclasses.replace(CONFIG, unlearn=dataclasses.replace(CONFIG.unlearn, lr=2e-3))
   with pytest.raises(ValueError, match="other hyper-parameters"):
     experiment.run_unlearning(other, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize(
+  ("peak", "grid", "ran"),
+  [
+    (0.5, (1.0, 3.0, 10.0), [0.1, 0.3, 1, 3, 10]),  # 0.3 beats 1, 0.1 does not: 0.3 is inside
+    (500.0, (1.0, 3.0, 10.0), [1, 3, 10, 30, 100]),  # two steps up, 100 still best: an edge
+    (4.0, (1.0, 3.0, 10.0), [1, 3, 10]),  # inside from the start: no widening
+  ],
+)
+def test_a_grid_widens_while_its_best_sits_at_an_edge(tmp_path, monkeypatch, peak, grid, ran):
+  """Avg peaks at ``peak`` (log scale); ``widen=2`` allows two steps per edge."""
+  scores = {"MU": 0.5, "UFE": 0.5, "FQ": 0.5, "Avg": 0.5}
+  report = {"results": {role: {"scores": scores} for role in experiment.ROLES}}
+  examples = types.SimpleNamespace(examples=[None] * 40)
+  task = types.SimpleNamespace(fingerprint="t", report=report, forget=examples, retain=examples)
+  monkeypatch.setattr(experiment, "_Task", lambda *args: task)
+  point = {m.name: 0.5 for m in experiment.CURVE_METRICS}
+
+  def fake_run(config, task, method, optimizer, ratio, path):
+    avg = -abs(math.log(ratio / peak))
+    experiment.E.save_run_json(
+      path,
+      {
+        "config": config.name,
+        "method": method,
+        "optimizer": optimizer,
+        "forget_lr_ratio": ratio,
+        "task": config.task,
+        "target": "t",
+        **scores,
+        "Avg": avg,
+        "curve": [point, point],
+        "hyperparameters": experiment._expected(config, task, method, optimizer, ratio),
+        "seconds": {"unlearning": 1.0},
+      },
+    )
+
+  monkeypatch.setattr(experiment, "run_one", fake_run)
+  config = dataclasses.replace(CONFIG, forget_lr_ratios={"dual": grid}, widen=2)
+  table = experiment.run_unlearning(config, tmp_path, progress=False)
+  names = sorted(p.stem for p in (tmp_path / "unlearn" / "runs").glob("*task1.json"))
+  assert names == sorted(f"NPO+GD-dual-r{r:g}-task1" for r in ran)
+  best = min(ran, key=lambda r: abs(math.log(r / peak)))
+  assert [p.stem for p in (tmp_path / "unlearn" / "runs").glob("*task2.json")] == [
+    f"NPO+GD-dual-r{best:g}-task2"
+  ]
+  assert ("dual edge |" in table) == (best in (min(ran), max(ran)))
+  assert all(f"; {r:g}: " in table or f"| {r:g}: " in table for r in ran)  # the grid row

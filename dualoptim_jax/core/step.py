@@ -17,6 +17,8 @@ def make_step(
   tx: optax.GradientTransformation,
   loss_fns: LossFn | Mapping[Hashable, LossFn],
   plan: MeshPlan | None = None,
+  *,
+  stacked: bool = False,
 ) -> Callable:
   r"""A jitted step ``step(state, batch, *, objective=None, mask=None, extras=None)``.
 
@@ -33,6 +35,10 @@ def make_step(
   hyper-parameter that changes over the run): new values do not recompile. ``objective`` is static,
   so each objective compiles once. The state is donated. With a ``plan`` the same step runs on its
   device mesh (`MeshPlan.jit_step`).
+
+  With ``stacked``, the step runs ``jax.vmap``-ed over a leading axis of the state, the batch and
+  the mask (the extras are shared): several runs of one schedule, e.g. seeds, or learning rates
+  that ``optax.inject_hyperparams`` keeps in the optimizer state, in one compiled program.
 
   Args:
     tx: the optimizer; ``objective`` is passed to its update unless it is None.
@@ -60,6 +66,17 @@ def make_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra_args)
     params = optax.apply_updates(state.params, updates)
     return TrainState(params, model_state, opt_state, rng), {**metrics, "loss": loss}
+
+  if stacked:
+    if plan is not None:
+      raise ValueError("make_step: a stacked step runs on one device; pass plan=None.")
+    single = step
+
+    def step(state, batch, *, objective=None, mask=None, extras=None):
+      def one(state, batch, mask):
+        return single(state, batch, objective=objective, mask=mask, extras=extras)
+
+      return jax.vmap(one)(state, batch, mask)
 
   if plan is not None:
     return plan.jit_step(step, tx)

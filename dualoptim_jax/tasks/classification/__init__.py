@@ -14,6 +14,7 @@ from dualoptim_jax.tasks.classification.methods import (
   SFRon,
   UnlearnConfig,
   unlearn,
+  unlearn_stacked,
 )
 from dualoptim_jax.tasks.classification.metrics import METRICS, evaluate, predict
 from dualoptim_jax.tasks.classification.pretrain import train_classifier
@@ -39,5 +40,6 @@ __all__ = [
   "salun_mask",
   "train_classifier",
   "unlearn",
+  "unlearn_stacked",
   "write_table",
 ]

@@ -22,7 +22,7 @@ forget learning rate (FT's retain steps run SGD at the retain learning rate, as 
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import jax
@@ -43,6 +43,8 @@ _SHARED_OR_DUAL = {"sgd": do.shared_sgd, "adam": do.shared_adamw, "dual": do.dua
 
 def _check_positive(owner: object, **values) -> None:
   for name, value in values.items():
+    if isinstance(value, jax.core.Tracer):  # a learning rate traced by inject_hyperparams
+      continue
     if not value > 0:
       raise ValueError(f"{type(owner).__name__}.{name} must be positive, got {value!r}.")
 
@@ -325,6 +327,39 @@ def hyperparameters(method: Method, config: UnlearnConfig) -> dict[str, Any]:
   return {**shared, **own}
 
 
+def _start(method, graphdef, original, split, config, seed, tx):
+  """A run's initial state (a copy of the original's weights), its masks and its batches."""
+  copy = lambda tree: jax.tree.map(jnp.array, tree)  # noqa: E731
+  state = TrainState(
+    copy(original.params),
+    copy(original.model_state),
+    tx.init(original.params),
+    jax.random.PRNGKey(seed),
+  )
+  masks = method.masks(graphdef, original, split, config, seed)
+  rng = np.random.default_rng(seed)
+  data = {do.FORGET: split.forget, do.RETAIN: split.retain}
+  batches = {
+    k: cycle_batches(data[k], config.batch_size, rng, augment=config.augment) for k in method.losses
+  }
+
+  def next_batch(objective):
+    images, labels = next(batches[objective])
+    return images, method.relabel(objective, labels, rng, split.forget.num_classes)
+
+  return state, masks, next_batch
+
+
+def _epoch_ends(schedule, config) -> dict[int, int]:
+  """The global step that ends each epoch -> the epoch (1-indexed)."""
+  return {round(len(schedule) * e / config.epochs) - 1: e for e in range(1, config.epochs + 1)}
+
+
+def _step(method, tx, graphdef, plan=None, stacked=False):
+  loss_fns = {k: losses.classifier_loss(graphdef, loss) for k, loss in method.losses.items()}
+  return make_step(tx, loss_fns, plan, stacked=stacked)
+
+
 def unlearn(
   method: Method,
   optimizer: str,
@@ -349,37 +384,14 @@ def unlearn(
     raise ValueError(f"Unknown optimizer {optimizer!r}; known optimizers: {OPTIMIZERS}.")
   schedule = method.schedule(split, config)
   tx = method.optimizer(optimizer, config, schedule)
-  copy = lambda tree: jax.tree.map(jnp.array, tree)  # noqa: E731
   if plan is not None:  # the original (a teacher for SCRUB) and the masks placed once
     original = original._replace(
       params=plan.put(original.params), model_state=plan.put(original.model_state)
     )
-  state = TrainState(
-    copy(original.params),
-    copy(original.model_state),
-    tx.init(original.params),
-    jax.random.PRNGKey(seed),
-  )
-  masks = method.masks(graphdef, original, split, config, seed)
+  state, masks, next_batch = _start(method, graphdef, original, split, config, seed, tx)
   if plan is not None:
     masks = plan.put(masks)
-  step = make_step(
-    tx, {k: losses.classifier_loss(graphdef, loss) for k, loss in method.losses.items()}, plan
-  )
-
-  rng = np.random.default_rng(seed)
-  data = {do.FORGET: split.forget, do.RETAIN: split.retain}
-  batches = {
-    k: cycle_batches(data[k], config.batch_size, rng, augment=config.augment) for k in method.losses
-  }
-
-  def next_batch(objective):
-    images, labels = next(batches[objective])
-    return images, method.relabel(objective, labels, rng, split.forget.num_classes)
-
-  epoch_ends = {
-    round(len(schedule) * e / config.epochs) - 1: e for e in range(1, config.epochs + 1)
-  }
+  epoch_ends = _epoch_ends(schedule, config)
 
   def after_step(t, state):
     if on_epoch is not None and t in epoch_ends:
@@ -388,10 +400,73 @@ def unlearn(
   return run_schedule(
     state,
     schedule,
-    step,
+    _step(method, tx, graphdef, plan),
     next_batch,
     masks=masks,
     extras=lambda objective, t: method.extras(objective, t, schedule, original),
     after_step=after_step,
     progress=progress,
   )
+
+
+def unlearn_stacked(
+  method: Method,
+  optimizer: str,
+  graphdef: nnx.GraphDef,
+  original: TrainState,
+  points: Sequence[tuple[UnlearningSplit, UnlearnConfig, int]],
+  on_epoch: Callable[[int, list[TrainState]], None] | None = None,
+  progress: Callable | None = None,
+) -> list[TrainState]:
+  """`unlearn` of several ``(split, config, seed)`` points as one vmapped, jitted program.
+
+  The points may differ in their split (seed) and forget learning rate, which
+  ``optax.inject_hyperparams`` keeps in each point's optimizer state; everything else, the
+  schedule included, must be the same. Point ``i`` equals ``unlearn(..., *points[i])`` up to float
+  rounding. ``on_epoch(epoch, states)`` gets the point states. Faster than a loop where the device
+  has room to spare (an accelerator running a small model), slower on a CPU.
+  """
+  if optimizer not in OPTIMIZERS:
+    raise ValueError(f"Unknown optimizer {optimizer!r}; known optimizers: {OPTIMIZERS}.")
+  if not points:
+    raise ValueError("unlearn_stacked needs at least one point.")
+  shared = {dataclasses.replace(config, forget_lr=1.0) for _, config, _ in points}
+  schedules = [method.schedule(split, config) for split, config, _ in points]
+  if len(shared) > 1 or any(s != schedules[0] for s in schedules):
+    raise ValueError("Stacked points may differ in seed and forget_lr only, with one schedule.")
+  schedule, config = schedules[0], points[0][1]
+
+  def with_lr(forget_lr):
+    return optax.inject_hyperparams(
+      lambda forget_lr: method.optimizer(
+        optimizer, dataclasses.replace(config, forget_lr=forget_lr), schedule
+      )
+    )(forget_lr=forget_lr)
+
+  starts = [
+    _start(method, graphdef, original, split, point_config, seed, with_lr(point_config.forget_lr))
+    for split, point_config, seed in points
+  ]
+  stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
+  state = stack([s for s, _, _ in starts])
+  masks = {k: stack([m[k] for _, m, _ in starts]) for k in starts[0][1]}
+  epoch_ends = _epoch_ends(schedule, config)
+
+  def unstack(state):
+    return [jax.tree.map(lambda x, i=i: x[i], state) for i in range(len(points))]
+
+  def after_step(t, state):
+    if on_epoch is not None and t in epoch_ends:
+      on_epoch(epoch_ends[t], unstack(state))
+
+  state = run_schedule(
+    state,
+    schedule,
+    _step(method, with_lr(config.forget_lr), graphdef, stacked=True),
+    lambda objective: stack([next_batch(objective) for _, _, next_batch in starts]),
+    masks=masks,
+    extras=lambda objective, t: method.extras(objective, t, schedule, original),
+    after_step=after_step,
+    progress=progress,
+  )
+  return unstack(state)

@@ -9,10 +9,12 @@ reused by every run); finished runs are found and skipped, and a seed whose runs
 needs no model at all, so a long table can be built over several sittings.
 """
 
+import csv
 import dataclasses
 import pathlib
+import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
@@ -20,7 +22,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from dualoptim_jax import eval as E
-from dualoptim_jax.core import TrainState, checkpoint
+from dualoptim_jax.core import MeshPlan, TrainState, checkpoint
 from dualoptim_jax.data import ArrayDataset, UnlearningSplit, load_setting
 from dualoptim_jax.models import ResNet18
 from dualoptim_jax.tasks.classification.methods import (
@@ -29,6 +31,7 @@ from dualoptim_jax.tasks.classification.methods import (
   UnlearnConfig,
   hyperparameters,
   unlearn,
+  unlearn_stacked,
 )
 from dualoptim_jax.tasks.classification.metrics import METRICS, evaluate
 from dualoptim_jax.tasks.classification.pretrain import train_classifier
@@ -47,7 +50,8 @@ class ExperimentConfig:
     width: the ResNet-18 width.
     pretrain_epochs, pretrain_lr, pretrain_batch_size, pretrain_augment: the pretraining recipe.
     unlearn: the hyper-parameters every method shares; ``forget_lr`` is set per optimizer.
-    forget_lr: optimizer name -> forget learning rate.
+    forget_lr: optimizer name -> forget learning rate; a key ``"METHOD/optimizer"`` (e.g.
+      ``"SalUn/dual"``) sets one method's, as the paper tunes it per method and optimizer.
     methods: the methods, with their own hyper-parameters, in table order.
     optimizers: the optimizers, in table order.
     seeds: the forget-set seeds.
@@ -75,12 +79,20 @@ class ExperimentConfig:
 
   def __post_init__(self):
     object.__setattr__(self, "forget_lr", dict(self.forget_lr))  # a copy of its own
-    missing = [o for o in self.optimizers if o not in self.forget_lr]
+    missing = [
+      f"{m.name}/{o}"
+      for m in self.methods
+      for o in self.optimizers
+      if self.forget_lr_of(m.name, o) is None
+    ]
     if missing:
       raise ValueError(f"Config {self.name!r} has no forget learning rate for {missing}.")
 
-  def unlearn_config(self, optimizer: str) -> UnlearnConfig:
-    return dataclasses.replace(self.unlearn, forget_lr=self.forget_lr[optimizer])
+  def forget_lr_of(self, method: str, optimizer: str) -> float | None:
+    return self.forget_lr.get(f"{method}/{optimizer}", self.forget_lr.get(optimizer))
+
+  def unlearn_config(self, method: str, optimizer: str) -> UnlearnConfig:
+    return dataclasses.replace(self.unlearn, forget_lr=self.forget_lr_of(method, optimizer))
 
 
 def _new_model(config: ExperimentConfig, data: ArrayDataset, seed: int) -> nnx.Module:
@@ -94,7 +106,12 @@ def _new_model(config: ExperimentConfig, data: ArrayDataset, seed: int) -> nnx.M
 
 
 def pretrain(
-  config: ExperimentConfig, dataset: ArrayDataset, directory: pathlib.Path, seed: int, desc: str
+  config: ExperimentConfig,
+  dataset: ArrayDataset,
+  directory: pathlib.Path,
+  seed: int,
+  desc: str,
+  plan: MeshPlan | None = None,
 ):
   """Trains (or restores) a model; returns its graphdef, state and training wall time in seconds,
   summed over every sitting that trained it (None for checkpoints that did not record it)."""
@@ -108,6 +125,7 @@ def pretrain(
     seed=seed,
     checkpoint_dir=directory,
     desc=desc,
+    plan=plan,
   )
   return graphdef, state, checkpoint.read_metadata(directory).get("total_seconds")
 
@@ -152,19 +170,46 @@ def _check_hyperparameters(path: pathlib.Path, expected: dict) -> None:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """A missing run of a table."""
+
+  config: ExperimentConfig
+  out: pathlib.Path
+  method: Method
+  optimizer: str
+  seed: int
+
+  @property
+  def unlearn_config(self) -> UnlearnConfig:
+    return self.config.unlearn_config(self.method.name, self.optimizer)
+
+
+def _save_run(run: _Run, metrics: dict, curve: list, seconds: dict) -> None:
+  E.save_run_json(
+    _run_path(run.out, run.method.name, run.optimizer, run.seed),
+    {
+      "config": run.config.name,
+      "method": run.method.name,
+      "optimizer": run.optimizer,
+      "seed": run.seed,
+      **metrics,
+      "curve": curve,
+      "hyperparameters": hyperparameters(run.method, run.unlearn_config),
+      "seconds": seconds,
+    },
+  )
+
+
 def run_one(
-  config: ExperimentConfig,
-  method: Method,
-  optimizer: str,
-  seed: int,
+  run: _Run,
   graphdef: nnx.GraphDef,
   original: TrainState,
   split: UnlearningSplit,
-  out: pathlib.Path,
   wall: dict,
+  plan: MeshPlan | None = None,
 ) -> None:
   """One unlearning run; writes its JSON (metrics, per-epoch curve if tracked, phase times)."""
-  unlearn_config = config.unlearn_config(optimizer)
   curve, curve_seconds = [], [0.0]
 
   def on_epoch(epoch, state):
@@ -173,6 +218,7 @@ def run_one(
     curve.append(evaluate(graphdef, state, split))
     curve_seconds[0] += time.perf_counter() - start
 
+  method, optimizer, seed = run.method, run.optimizer, run.seed
   start = time.perf_counter()
   state = unlearn(
     method,
@@ -180,35 +226,65 @@ def run_one(
     graphdef,
     original,
     split,
-    unlearn_config,
+    run.unlearn_config,
     seed=seed,
-    on_epoch=on_epoch if method.name in config.track_epochs else None,
+    on_epoch=on_epoch if method.name in run.config.track_epochs else None,
     progress=lambda schedule: tqdm(
       schedule, leave=False, desc=f"{method.name}/{optimizer}/seed {seed}"
     ),
+    plan=plan,
   )
   jax.block_until_ready(state)
   unlearn_seconds = time.perf_counter() - start - curve_seconds[0]
   start = time.perf_counter()
   metrics = evaluate(graphdef, state, split)
-  E.save_run_json(
-    _run_path(out, method.name, optimizer, seed),
-    {
-      "config": config.name,
-      "method": method.name,
-      "optimizer": optimizer,
-      "seed": seed,
-      **metrics,
-      "curve": curve,
-      "hyperparameters": hyperparameters(method, unlearn_config),
-      "seconds": {
-        **wall,
-        "unlearning": unlearn_seconds,
-        "curve_evaluation": curve_seconds[0],
-        "evaluation": time.perf_counter() - start,
-      },
-    },
+  seconds = {"unlearning": unlearn_seconds, "curve_evaluation": curve_seconds[0]}
+  _save_run(run, metrics, curve, {**wall, **seconds, "evaluation": time.perf_counter() - start})
+
+
+def run_stacked(
+  runs: list[_Run],
+  graphdef: nnx.GraphDef,
+  original: TrainState,
+  splits: dict[int, UnlearningSplit],
+  walls: dict[int, dict],
+) -> None:
+  """Runs of one method and optimizer that differ in seed and forget lr, as one vmapped program
+  (`unlearn_stacked`); each writes its JSON, with the stack's wall time and size."""
+  curves, curve_seconds = [[] for _ in runs], [0.0]
+
+  def on_epoch(epoch, states):
+    jax.block_until_ready(states)
+    start = time.perf_counter()
+    for curve, state, run in zip(curves, states, runs, strict=True):
+      curve.append(evaluate(graphdef, state, splits[run.seed]))
+    curve_seconds[0] += time.perf_counter() - start
+
+  method, optimizer = runs[0].method, runs[0].optimizer
+  start = time.perf_counter()
+  states = unlearn_stacked(
+    method,
+    optimizer,
+    graphdef,
+    original,
+    [(splits[r.seed], r.unlearn_config, r.seed) for r in runs],
+    on_epoch=on_epoch if method.name in runs[0].config.track_epochs else None,
+    progress=lambda schedule: tqdm(
+      schedule, leave=False, desc=f"{method.name}/{optimizer}: {len(runs)} stacked runs"
+    ),
   )
+  jax.block_until_ready(states)
+  stack_seconds = time.perf_counter() - start - curve_seconds[0]
+  for run, state, curve in zip(runs, states, curves, strict=True):
+    start = time.perf_counter()
+    metrics = evaluate(graphdef, state, splits[run.seed])
+    seconds = {
+      "unlearning_stacked": stack_seconds,
+      "stack_size": len(runs),
+      "curve_evaluation_stacked": curve_seconds[0],
+      "evaluation": time.perf_counter() - start,
+    }
+    _save_run(run, metrics, curve, {**walls[run.seed], **seconds})
 
 
 def write_table(out: pathlib.Path, config: ExperimentConfig) -> str:
@@ -246,6 +322,12 @@ def write_table(out: pathlib.Path, config: ExperimentConfig) -> str:
           for r in group
         ]
       )
+  rates = [
+    f"{method} ({optimizer}) {config.forget_lr_of(method, optimizer):g}"
+    for method, optimizer in csv_rows
+    if method != ORIGINAL
+  ]
+  notes.append("Forget learning rates: " + ", ".join(rates) + ".")
   table = E.markdown_table(rows, METRICS) + "".join(f"\n{note}\n" for note in notes)
   (out / "table.md").write_text(f"# {config.name}: seeds {rt_seeds}\n\n{table}\n")
   E.write_csv(csv_rows, out / "table.csv", METRICS)
@@ -291,63 +373,175 @@ def _check_recipe(out: pathlib.Path, config: ExperimentConfig, *, record: bool) 
     E.save_run_json(path, _recipe(config))
 
 
-def run_table(config: ExperimentConfig, out: pathlib.Path, data_root=None) -> str:
+def run_table(
+  config: ExperimentConfig,
+  out: pathlib.Path,
+  data_root=None,
+  *,
+  models: pathlib.Path | None = None,
+  plan: MeshPlan | None = None,
+  vmap: bool = False,
+) -> str:
   """Runs every missing run of ``config`` under ``out``, then writes and returns its table.
 
   ``out/experiment.json`` records the setting, the model width and the pretraining recipe, and
   ``runs/*.json`` each run's hyper-parameters: an out directory of another recipe is refused.
+  Models are checkpointed under ``models`` (default ``out/checkpoints``). With a ``plan``, training
+  and unlearning run on its device mesh; with ``vmap``, the runs of each method and optimizer
+  run stacked (`run_stacked`).
   """
-  _check_recipe(out, config, record=False)
-  grid = [(m, o) for m in config.methods for o in config.optimizers]
-  missing = {}
-  for seed in config.seeds:
-    todo = []
-    for method, optimizer in grid:
-      path = _run_path(out, method.name, optimizer, seed)
-      expected = hyperparameters(method, config.unlearn_config(optimizer))
-      if path.exists():
-        _check_hyperparameters(path, expected)
-      else:
-        todo.append((method, optimizer))
-    baselines = [_run_path(out, name, None, seed) for name in (REFERENCE, ORIGINAL)]
-    if todo or not all(p.exists() for p in baselines):
-      missing[seed] = todo
+  return run_tables([(config, out)], data_root, models=models, plan=plan, vmap=vmap)[0]
 
-  if missing:
+
+def run_tables(
+  tables: Sequence[tuple[ExperimentConfig, pathlib.Path]],
+  data_root=None,
+  *,
+  models: pathlib.Path | None = None,
+  plan: MeshPlan | None = None,
+  vmap: bool = False,
+) -> list[str]:
+  """`run_table` of several ``(config, out)`` tables of one recipe (a sweep's points), which
+  share the trained models and, with ``vmap``, the stacked programs."""
+  if plan is not None and vmap:
+    raise ValueError("Stacked (vmapped) runs run on one device: use a mesh or vmap, not both.")
+  if len({tuple(_recipe(config).items()) for config, _ in tables}) > 1:
+    raise ValueError("Tables that share models need one setting, model and pretraining.")
+  models = models or tables[0][1] / "checkpoints"
+  todo, baselines = [], {}  # baselines: (out, seed) -> config
+  for config, out in tables:
+    _check_recipe(out, config, record=False)
+    for seed in config.seeds:
+      for method in config.methods:
+        for optimizer in config.optimizers:
+          run = _Run(config, out, method, optimizer, seed)
+          path = _run_path(out, method.name, optimizer, seed)
+          if path.exists():
+            _check_hyperparameters(path, hyperparameters(method, run.unlearn_config))
+          else:
+            todo.append(run)
+      if not all(_run_path(out, n, None, seed).exists() for n in (REFERENCE, ORIGINAL)):
+        baselines[(out, seed)] = config
+
+  seeds = sorted({r.seed for r in todo} | {seed for _, seed in baselines})
+  if seeds:
+    config = tables[0][0]
     setting = load_setting(config.setting, data_root)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    _check_recipe(out, config, record=True)
+    for _, out in tables:
+      (out / "runs").mkdir(parents=True, exist_ok=True)
     graphdef, original, seconds = pretrain(
-      config, setting.pool, out / "checkpoints" / "original", 0, "original"
+      config, setting.pool, models / "original", 0, "original", plan
     )
     wall = {"pretraining": seconds}
-  for seed, todo in missing.items():
+  splits, walls = {}, {}
+  for seed in seeds:
     split = setting.split(seed)
     _, retrained, seconds = pretrain(
-      config,
-      split.retain,
-      out / "checkpoints" / f"retrain-seed{seed}",
-      seed,
-      f"retrain seed {seed}",
+      config, split.retain, models / f"retrain-seed{seed}", seed, f"retrain seed {seed}", plan
     )
-    wall_seed = {**wall, "retraining": seconds}
+    walls[seed] = {**wall, "retraining": seconds}
     # The retrained reference, and the original model before unlearning for comparison.
-    for name, state in ((REFERENCE, retrained), (ORIGINAL, original)):
-      path = _run_path(out, name, None, seed)
-      if not path.exists():
-        E.save_run_json(
-          path,
-          {
-            "config": config.name,
-            "method": name,
-            "optimizer": "sgd",
-            "seed": seed,
-            **evaluate(graphdef, state, split),
-            "curve": [],
-            "seconds": wall_seed,
-          },
-        )
-    for method, optimizer in tqdm(todo, desc=f"seed {seed}"):
-      run_one(config, method, optimizer, seed, graphdef, original, split, out, wall_seed)
-  _check_recipe(out, config, record=True)
-  return write_table(out, config)
+    for (out, _), table_config in ((k, c) for k, c in baselines.items() if k[1] == seed):
+      for name, state in ((REFERENCE, retrained), (ORIGINAL, original)):
+        path = _run_path(out, name, None, seed)
+        if not path.exists():
+          E.save_run_json(
+            path,
+            {
+              "config": table_config.name,
+              "method": name,
+              "optimizer": "sgd",
+              "seed": seed,
+              **evaluate(graphdef, state, split),
+              "curve": [],
+              "seconds": walls[seed],
+            },
+          )
+    if vmap:
+      splits[seed] = split
+      continue
+    for run in tqdm([r for r in todo if r.seed == seed], desc=f"seed {seed}"):
+      run_one(run, graphdef, original, split, walls[seed], plan)
+  if vmap:  # one program per method, optimizer and schedule
+    groups = {}
+    for run in todo:
+      schedule = run.method.schedule(splits[run.seed], run.unlearn_config)
+      shared = dataclasses.replace(run.unlearn_config, forget_lr=1.0)
+      groups.setdefault((run.method, run.optimizer, shared, schedule), []).append(run)
+    for group in tqdm(list(groups.values()), desc="stacked runs"):
+      run_stacked(group, graphdef, original, splits, walls)
+  tables_md = []
+  for config, out in tables:
+    _check_recipe(out, config, record=True)
+    tables_md.append(write_table(out, config))
+  return tables_md
+
+
+def read_avg_gaps(out: pathlib.Path) -> dict[tuple[str, str], float]:
+  """(method, optimizer) -> Avg. Gap, from a written ``table.csv``."""
+  with (out / "table.csv").open() as fp:
+    return {(r["method"], r["optimizer"]): float(r["avg_gap"]) for r in csv.DictReader(fp)}
+
+
+def run_sweep(
+  config: ExperimentConfig,
+  out: pathlib.Path,
+  grid: Mapping[str, Sequence[float]],
+  data_root=None,
+  *,
+  selection_seeds: Sequence[int] | None = None,
+  plan: MeshPlan | None = None,
+  vmap: bool = False,
+) -> str:
+  """The paper's protocol: grid the forget lr per method and optimizer on the selection seeds,
+  then run every seed with each pair's value of lowest Avg. Gap.
+
+  ``grid`` maps each optimizer to its forget learning rates. Each value is a table of the
+  selection seeds (default: the first seed) under ``out/sweep/forget_lr=<value>/``;
+  ``out/sweep/summary.md`` lists every pair's Avg. Gap per value and its choice, flagged when it
+  sits at an edge of the grid (widen the grid there); the final table, at ``out``, runs every
+  seed with the chosen values (the selection seeds' runs are copied, not run again). All share the
+  models under ``out/checkpoints``.
+  """
+  missing = [o for o in config.optimizers if not grid.get(o)]
+  if missing:
+    raise ValueError(f"The sweep has no forget learning rates for {missing}.")
+  selection = tuple(selection_seeds or config.seeds[:1])
+  values = sorted({v for o in config.optimizers for v in grid[o]})
+  points = {}
+  for value in values:
+    optimizers = tuple(o for o in config.optimizers if value in grid[o])
+    point = dataclasses.replace(
+      config, optimizers=optimizers, seeds=selection, forget_lr=dict.fromkeys(optimizers, value)
+    )
+    points[value] = (point, out / "sweep" / f"forget_lr={value:g}")
+  models = out / "checkpoints"
+  run_tables(list(points.values()), data_root, models=models, plan=plan, vmap=vmap)
+  gaps = {value: read_avg_gaps(point_out) for value, (_, point_out) in points.items()}
+  chosen, lines = {}, []
+  for method in config.methods:
+    for optimizer in config.optimizers:
+      tried = {v: gaps[v][(method.name, optimizer)] for v in sorted(grid[optimizer])}
+      best = min(tried, key=tried.get)
+      chosen[f"{method.name}/{optimizer}"] = best
+      edge = len(tried) > 1 and best in (min(tried), max(tried))
+      cells = ", ".join(f"{v:g}: {gap:.2f}" for v, gap in tried.items())
+      lines.append(
+        f"| {method.name} | {optimizer} | {cells} | {best:g}{' (edge)' if edge else ''} |"
+      )
+  (out / "sweep" / "summary.md").write_text(
+    f"# {config.name}: forget lr grid, Avg. Gap on seeds {list(selection)}\n\n"
+    "| Method | Optimizer | forget lr: Avg. Gap | chosen |\n|---|---|---|---|\n"
+    + "\n".join(lines)
+    + "\n\n(edge): the chosen value is the grid's smallest or largest; widen the grid there.\n"
+  )
+  final = dataclasses.replace(config, forget_lr={**config.forget_lr, **chosen})
+  for key, value in chosen.items():
+    method, optimizer = key.split("/")
+    for seed in selection:
+      source = _run_path(points[value][1], method, optimizer, seed)
+      target = _run_path(out, method, optimizer, seed)
+      if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+  return run_table(final, out, data_root, models=models, plan=plan, vmap=vmap)

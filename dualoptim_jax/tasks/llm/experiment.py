@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from dualoptim_jax.core import checkpoint
+from dualoptim_jax.core import MeshPlan, checkpoint
 from dualoptim_jax.data.tofu import encode_qa
 from dualoptim_jax.eval import aggregate as E
 from dualoptim_jax.eval.plots import plot_curves
@@ -70,7 +70,7 @@ def _point(sets: dict, retain_model_forget: dict) -> dict:
   return {**scores, **{f"{name} ROUGE": s["ROUGE"] for name, s in sets.items()}}
 
 
-def _references(config: TofuConfig, out, target: str, data_root, tokenizer_path, progress):
+def _references(config: TofuConfig, out, target: str, data_root, tokenizer_path, progress, plan):
   """The `run.build_models` report of the config's split, kept in
   ``unlearn/references/<split>.json`` for the target of fingerprint ``target``, so that the
   retain model is trained and both are evaluated once (the file can be kept, e.g. committed,
@@ -92,7 +92,7 @@ def _references(config: TofuConfig, out, target: str, data_root, tokenizer_path,
     saved = E.load_run_json(path)
     if saved["key"] == key:
       return saved["report"]
-  report = build_models(config, out, data_root, tokenizer_path, progress, write=False)
+  report = build_models(config, out, data_root, tokenizer_path, progress, write=False, plan=plan)
   E.save_run_json(path, {"key": key, "report": report})
   return report
 
@@ -100,11 +100,13 @@ def _references(config: TofuConfig, out, target: str, data_root, tokenizer_path,
 class _Task:
   """One task's data, target model and references, shared by its runs."""
 
-  def __init__(self, config: TofuConfig, out, data_root, tokenizer_path, progress):
-    self.pipeline = pipeline = _Pipeline(config, out, data_root, tokenizer_path)
+  def __init__(self, config: TofuConfig, out, data_root, tokenizer_path, progress, plan):
+    self.pipeline = pipeline = _Pipeline(config, out, data_root, tokenizer_path, plan)
     self.model = pipeline.train("target", progress)[0]
     self.fingerprint = fingerprint(nnx.state(self.model, nnx.Param))
-    self.report = _references(config, out, self.fingerprint, data_root, tokenizer_path, progress)
+    self.report = _references(
+      config, out, self.fingerprint, data_root, tokenizer_path, progress, plan
+    )
     split, seed = pipeline.split, config.unlearn.seed
     rng = np.random.default_rng([seed, config.task])  # each question's fixed IDK answer
 
@@ -194,6 +196,7 @@ def run_one(config: TofuConfig, task: _Task, method, optimizer, ratio, path: pat
     run_key={"target": task.fingerprint},
     on_epoch=on_epoch,
     desc=path.stem,
+    plan=task.pipeline.plan,
   )
   begin = time.perf_counter()
   sets = task.pipeline.evaluate(nnx.merge(graphdef, state.params, state.model_state), config.eval)
@@ -236,11 +239,16 @@ def best_ratio(runs: list[dict]) -> float:
 
 
 def run_unlearning(
-  config: TofuConfig, out, data_root=None, tokenizer_path=None, progress: bool = True
+  config: TofuConfig,
+  out,
+  data_root=None,
+  tokenizer_path=None,
+  progress: bool = True,
+  plan: MeshPlan | None = None,
 ) -> str:
   """Runs every missing run of ``config`` under ``out/unlearn``, rewriting its table after each
   new run (so an unfinished table shows what is done), and returns the table (see the module
-  docstring)."""
+  docstring). With a ``plan``, models train and unlearn on its device mesh."""
   if config.unlearn is None:
     raise ValueError(f"{config.name} has no unlearning recipe (TofuConfig.unlearn).")
   out = pathlib.Path(out)
@@ -253,7 +261,7 @@ def run_unlearning(
 
   for k in config.repeats:
     task_config = dataclasses.replace(config, task=k)
-    task = _Task(task_config, out, data_root, tokenizer_path, progress)
+    task = _Task(task_config, out, data_root, tokenizer_path, progress, plan)
     references[k] = {role: task.report["results"][role]["scores"] for role in ROLES}
 
     pairs = list(itertools.product(config.methods, config.optimizers))

@@ -18,7 +18,7 @@ import time
 import jax
 from flax import nnx
 
-from dualoptim_jax.core import checkpoint
+from dualoptim_jax.core import MeshPlan, checkpoint
 from dualoptim_jax.data.settings import load_tofu_setting
 from dualoptim_jax.data.tofu import TEMPLATES, encode_qa, num_bucket_batches
 from dualoptim_jax.data.tokenizer import eos_id, load_tokenizer
@@ -136,13 +136,20 @@ def _model_config(config: TofuConfig, vocab_size: int) -> DecoderConfig:
 class _Pipeline:
   """The tokenizer, split and model config of a `TofuConfig`, shared by its two models."""
 
-  def __init__(self, config: TofuConfig, out, data_root=None, tokenizer_path=None):
+  def __init__(
+    self,
+    config: TofuConfig,
+    out,
+    data_root=None,
+    tokenizer_path=None,
+    plan: MeshPlan | None = None,
+  ):
     if config.pretrained and not (config.target_path and config.retain_path):
       raise ValueError(
         f"{config.name} loads its models: give the target and the retain model folders "
         "(--model-path, --retain-model-path)."
       )
-    self.config, self.out = config, pathlib.Path(out)
+    self.config, self.out, self.plan = config, pathlib.Path(out), plan
     if tokenizer_path is None and config.pretrained:
       tokenizer_path = pathlib.Path(config.target_path) / "tokenizer.json"
     self.tokenizer = load_tokenizer(tokenizer_path)
@@ -214,15 +221,18 @@ class _Pipeline:
       until=memorised,
       progress=progress,
       desc=f"{self.config.name} {role} model",
+      plan=self.plan,
     )
     model = nnx.merge(graphdef, state.params, state.model_state)
     return model, examples, checkpoint.read_metadata(self.directory(role))
 
 
-def train_model(config: TofuConfig, role: str, out, data_root=None, tokenizer_path=None) -> None:
+def train_model(
+  config: TofuConfig, role: str, out, data_root=None, tokenizer_path=None, plan=None
+) -> None:
   """Fine-tunes one model (``"target"`` or ``"retain"``) into ``out/checkpoints`` alone, e.g. in
   a process of its own; `build_models` then finds it finished."""
-  _Pipeline(config, out, data_root, tokenizer_path).train(role)
+  _Pipeline(config, out, data_root, tokenizer_path, plan).train(role)
 
 
 def build_models(
@@ -232,15 +242,17 @@ def build_models(
   tokenizer_path=None,
   progress: bool = True,
   write: bool = True,
+  plan: MeshPlan | None = None,
 ) -> dict:
   """Trains (or reloads) the target and retain models, evaluates them and (``write``) writes the
   scores.
 
   Returns the ``scores.json`` dict: per model (``target``, ``retain``) its fine-tune wall time and
   steps, its memorisation on the forget and retain training QA, the gate, the per-set scores and
-  ``MU``, ``UFE``, ``Avg`` and ``FQ`` (against the retain model).
+  ``MU``, ``UFE``, ``Avg`` and ``FQ`` (against the retain model). With a ``plan``, fine-tuning
+  runs on its device mesh.
   """
-  pipeline = _Pipeline(config, out, data_root, tokenizer_path)
+  pipeline = _Pipeline(config, out, data_root, tokenizer_path, plan)
   out, split, template, eos = pipeline.out, pipeline.split, pipeline.template, pipeline.eos
   results = {}
   for role in ROLES:

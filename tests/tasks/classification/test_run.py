@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from dualoptim_jax.data import ArrayDataset, Setting
 from dualoptim_jax.data import settings as data_settings
 from dualoptim_jax.tasks.classification import (
   METRICS,
+  RL,
   ExperimentConfig,
   SFRon,
   UnlearnConfig,
@@ -19,6 +21,7 @@ from dualoptim_jax.tasks.classification import (
   write_table,
 )
 from dualoptim_jax.tasks.classification import run as runner
+from dualoptim_jax.tasks.classification.run import run_sweep
 
 
 def synthetic_setting(root):
@@ -32,6 +35,11 @@ def synthetic_setting(root):
     return ArrayDataset(images.astype(np.uint8), labels, 4, (0.5,) * 3, (0.25,) * 3, "synthetic")
 
   return Setting("synthetic", sample(80), sample(40), num_forget=8)
+
+
+def table_rows(table: str) -> list[str]:
+  """The body rows of a Markdown table (after its header and rule)."""
+  return [line for line in table.strip().splitlines() if line.startswith("|")][2:]
 
 
 @pytest.fixture
@@ -94,8 +102,9 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
     > 0
   )
   table = (tmp_path / "table.md").read_text()
-  rows = [line.split(" | ")[0] for line in table.strip().splitlines()[4:]]
+  rows = [line.split(" | ")[0] for line in table_rows(table)]
   assert rows == ["| RT", "| Original", "| SFRon (sgd)", "| SFRon (dual)"]  # the config's order
+  assert "Forget learning rates: SFRon (sgd) 0.01, SFRon (dual) 0.001." in table
   assert " ± " not in table and table.strip().splitlines()[4].endswith("| 0.00 | n/a |")  # 1 seed
   assert (tmp_path / "table.csv").exists() and (tmp_path / "curves.png").stat().st_size > 0
   # The curves start at epoch 0, the original model of the seed, and the title names the seeds.
@@ -121,7 +130,7 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
   # The table covers only the selected part of the grid.
   run_table(dataclasses.replace(tiny, optimizers=("dual",)), tmp_path)
   table = (tmp_path / "table.md").read_text()
-  assert [line.split(" | ")[0] for line in table.strip().splitlines()[4:]] == [
+  assert [line.split(" | ")[0] for line in table_rows(table)] == [
     "| RT",
     "| Original",
     "| SFRon (dual)",
@@ -180,8 +189,14 @@ def test_an_unfinished_row_is_compared_with_rt_on_its_own_seeds(tiny, tmp_path):
 
 
 def test_a_config_needs_a_forget_lr_per_optimizer(tiny):
-  with pytest.raises(ValueError, match=r"no forget learning rate for \['adam'\]"):
+  with pytest.raises(ValueError, match=r"no forget learning rate for \['SFRon/adam'\]"):
     dataclasses.replace(tiny, optimizers=("sgd", "adam"))
+  # A method's own forget lr takes precedence over its optimizer's.
+  config = dataclasses.replace(tiny, forget_lr={"sgd": 0.01, "dual": 1e-3, "SFRon/dual": 3e-3})
+  assert config.unlearn_config("SFRon", "dual").forget_lr == 3e-3
+  assert config.unlearn_config("SFRon", "sgd").forget_lr == 0.01
+  config = dataclasses.replace(tiny, forget_lr={"SFRon/sgd": 0.01, "SFRon/dual": 1e-3})
+  assert config.unlearn_config("SFRon", "sgd").forget_lr == 0.01
 
 
 def test_a_bad_data_root_leaves_no_directory_behind(tmp_path):
@@ -189,3 +204,41 @@ def test_a_bad_data_root_leaves_no_directory_behind(tmp_path):
   with pytest.raises(FileNotFoundError, match="no-such-dir"):
     run_table(config, tmp_path / "out", data_root=tmp_path / "no-such-dir")
   assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_picks_each_pairs_lowest_gap_then_runs_every_seed(tiny, tmp_path, monkeypatch):
+  config = dataclasses.replace(tiny, methods=(RL(),), seeds=(1, 2))
+  grid = {"sgd": (0.01, 0.1), "dual": (1e-3,)}
+  table = run_sweep(config, tmp_path, grid)
+  points = {p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()}
+  assert points == {"forget_lr=0.001", "forget_lr=0.01", "forget_lr=0.1"}
+  gaps = {v: runner.read_avg_gaps(tmp_path / "sweep" / f"forget_lr={v:g}") for v in (0.01, 0.1)}
+  best = min((0.01, 0.1), key=lambda v: gaps[v][("RL", "sgd")])
+  summary = (tmp_path / "sweep" / "summary.md").read_text()
+  assert f"| RL | sgd | 0.01: {gaps[0.01]['RL', 'sgd']:.2f}, 0.1: " in summary
+  assert f"| {best:g} (edge) |" in summary and "| RL | dual | 0.001: " in summary
+  # The final table: every seed at the chosen rates; the selection seed's run is the sweep's.
+  for optimizer, lr in (("sgd", best), ("dual", 1e-3)):
+    for seed in (1, 2):
+      run = json.loads((tmp_path / "runs" / f"RL-{optimizer}-seed{seed}.json").read_text())
+      assert run["hyperparameters"]["forget_lr"] == lr
+  point = tmp_path / "sweep" / f"forget_lr={best:g}" / "runs" / "RL-sgd-seed1.json"
+  assert point.read_text() == (tmp_path / "runs" / "RL-sgd-seed1.json").read_text()
+  assert not (tmp_path / "sweep" / "forget_lr=0.1" / "runs" / "RL-sgd-seed2.json").exists()
+  assert f"RL (sgd) {best:g}, RL (dual) 0.001" in table
+  # Every table shares the models: one original and one retrained model per seed.
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+    "original",
+    "retrain-seed1",
+    "retrain-seed2",
+  ]
+
+  # The same sweep with every pair's seeds and rates stacked into one program gives the same runs.
+  stacked = tmp_path / "stacked"
+  shutil.copytree(tmp_path / "checkpoints", stacked / "checkpoints")
+  run_sweep(config, stacked, grid, vmap=True)
+  for path in (tmp_path / "runs").glob("RL-*.json"):
+    loop, vmapped = (json.loads((d / "runs" / path.name).read_text()) for d in (tmp_path, stacked))
+    assert vmapped["seconds"]["stack_size"] in (1, 2, 3)
+    for metric in ("UA", "RA", "TA"):  # accuracies in %: at most one sample apart
+      assert abs(loop[metric] - vmapped[metric]) <= 100 / 40 + 1e-9, (path.name, metric)

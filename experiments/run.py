@@ -8,6 +8,7 @@
   python -m experiments.run --config fashion_mnist_small --sweep sgd:forget_lr=0.002,0.006,0.018 \
       dual:forget_lr=1e-4,3e-4,1e-3 --out runs/fms_sweep     # the paper's per-method protocol
   python -m experiments.run --mesh data=4,fsdp=2 --zero1   # on 8 devices
+  python -m experiments.run --coordinator host0:1234 --num-processes 2 --process-id 0  # host 0 of 2
 
 See ``dualoptim_jax.tasks.classification.run`` and ``dualoptim_jax.tasks.llm.run`` for what a run
 trains, writes and resumes.
@@ -19,7 +20,7 @@ import pathlib
 
 import jax
 
-from dualoptim_jax.core import MeshPlan, parse_mesh
+from dualoptim_jax.core import MeshPlan, distributed, parse_mesh
 from dualoptim_jax.data.tofu import FORGET_SPLITS
 from dualoptim_jax.tasks.classification import METHODS, OPTIMIZERS, run_table
 from dualoptim_jax.tasks.classification.run import run_sweep
@@ -95,7 +96,18 @@ def main(argv=None):
   parser.add_argument(
     "--zero1", action="store_true", help="split the optimizer states over data too (ZeRO-1)"
   )
+  hosts = parser.add_argument_group(
+    "several hosts (one process each, same command, a shared --out; process 0 writes results)"
+  )
+  hosts.add_argument(
+    "--distributed", action="store_true", help="join the processes JAX detects (TPU, SLURM, MPI)"
+  )
+  hosts.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+  hosts.add_argument("--num-processes", type=int)
+  hosts.add_argument("--process-id", type=int)
   args = parser.parse_args(argv)
+  if args.distributed or args.coordinator or args.num_processes or args.process_id is not None:
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
   config = CONFIGS[args.config]
   out = args.out or pathlib.Path("runs") / config.name

@@ -1,7 +1,7 @@
 """Task-agnostic training: the train state, the step over a general loss, the host loop over an
-objective schedule, Orbax checkpoints, and device meshes for all of them."""
+objective schedule, Orbax checkpoints, and device meshes and several hosts for all of them."""
 
-from dualoptim_jax.core import checkpoint
+from dualoptim_jax.core import checkpoint, distributed
 from dualoptim_jax.core.loop import run_schedule, train_epochs
 from dualoptim_jax.core.sharding import MeshPlan, parse_mesh
 from dualoptim_jax.core.state import TrainState, init_state
@@ -12,6 +12,7 @@ __all__ = [
   "MeshPlan",
   "TrainState",
   "checkpoint",
+  "distributed",
   "init_state",
   "make_step",
   "parse_mesh",

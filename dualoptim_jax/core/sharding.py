@@ -132,20 +132,24 @@ class MeshPlan:
     return jax.device_put(state, self.state_shardings(state, tx))
 
   def put_batch(self, batch: Any) -> Any:
-    """A batch of this process's rows (numpy arrays, first axis the rows) as global arrays
-    split over the mesh; the global batch is the processes' batches stacked."""
+    """A global batch (numpy arrays, first axis the rows) split over the mesh. With several
+    processes every process passes the same batch and hands over only the rows of its own devices
+    (``jax.make_array_from_process_local_data``)."""
 
     def put(x):
       x = np.asarray(x)
       if x.ndim == 0:
         raise ValueError("A batch's arrays need a first axis of rows; got a scalar.")
-      rows = x.shape[0] * jax.process_count()
-      if rows % self.mesh.size:
+      if x.shape[0] % self.mesh.size:
         raise ValueError(
-          f"A global batch of {rows} rows does not split over the mesh's {self.mesh.size} "
+          f"A batch of {x.shape[0]} rows does not split over the mesh's {self.mesh.size} "
           "devices (data x fsdp)."
         )
-      return jax.make_array_from_process_local_data(self.batch_sharding, x)
+      # This process's devices hold consecutive rows (a mesh lists each process's devices together).
+      indices = self.batch_sharding.addressable_devices_indices_map(x.shape).values()
+      rows = [i[0].indices(x.shape[0]) for i in indices]
+      start, stop = min(r[0] for r in rows), max(r[1] for r in rows)
+      return jax.make_array_from_process_local_data(self.batch_sharding, x[start:stop], x.shape)
 
     return jax.tree.map(put, batch)
 

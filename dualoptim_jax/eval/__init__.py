@@ -12,6 +12,7 @@ from dualoptim_jax.eval.aggregate import (
   save_run_json,
   summarize,
   write_csv,
+  write_text,
 )
 from dualoptim_jax.eval.plots import plot_curves
 
@@ -27,4 +28,5 @@ __all__ = [
   "save_run_json",
   "summarize",
   "write_csv",
+  "write_text",
 ]

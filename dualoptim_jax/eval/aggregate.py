@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from dualoptim_jax.core.distributed import main_process_writes
+
 _ARROWS = {"higher": " ↑", "lower": " ↓", "closer": ""}
 
 
@@ -148,6 +150,7 @@ def markdown_table(
   return "\n".join(lines) + "\n"
 
 
+@main_process_writes
 def write_csv(
   rows: Mapping[tuple, Summary],
   path,
@@ -181,23 +184,30 @@ def _to_json(x):
   raise TypeError(f"Object of type {type(x).__name__} is not JSON serializable.")
 
 
-def save_run_json(path, run: Mapping) -> None:
-  """Writes ``run`` to ``path`` atomically (temporary file, then rename).
+@main_process_writes
+def write_text(path, text: str) -> None:
+  """Writes ``text`` to ``path`` atomically (temporary file, then rename), creating its folder.
 
-  A reader sees either the previous file or the complete new one, never a partial write.
+  A reader sees either the previous file or the complete new one, never a partial write. With
+  several processes, process 0 writes (`core.distributed`).
   """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
     with os.fdopen(fd, "w") as fp:
-      json.dump(run, fp, indent=2, default=_to_json)
+      fp.write(text)
       fp.flush()
       os.fsync(fp.fileno())
     os.replace(tmp, path)
   except BaseException:
     os.unlink(tmp)
     raise
+
+
+def save_run_json(path, run: Mapping) -> None:
+  """Writes ``run`` to ``path`` as JSON with `write_text`: atomically, by process 0."""
+  write_text(path, json.dumps(run, indent=2, default=_to_json))
 
 
 def load_run_json(path) -> dict:

@@ -7,6 +7,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from dualoptim_jax.core.distributed import main_process_writes
 from dualoptim_jax.eval.aggregate import Metric
 
 
@@ -76,7 +77,11 @@ def plot_curves(
     ax.set_xlabel(xlabel)
   axes[0].legend(fontsize="small")
   fig.suptitle(title)
-  path = pathlib.Path(path)
+  _save_png(fig, pathlib.Path(path))
+  return fig
+
+
+@main_process_writes
+def _save_png(fig: Figure, path: pathlib.Path) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, format="png", dpi=100)
-  return fig

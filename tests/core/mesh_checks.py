@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 from tasks.classification import conftest as tiny  # noqa: E402
+from tasks.classification.conftest import bare_net  # noqa: E402
 
 import dualoptim_jax as dj  # noqa: E402
 from dualoptim_jax.core import MeshPlan  # noqa: E402
@@ -43,23 +44,6 @@ def assert_laid_out(plan, state, tx):
 def assert_close(a, b, rtol=2e-4, atol=2e-5):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
-
-
-class BareNet(nnx.Module):
-  """The tiny classifier of the classification tests without the bias before its BatchNorm: that
-  bias has a zero gradient, and Adam would turn the float noise in it into full-size steps."""
-
-  def __init__(self, num_classes, rngs):
-    self.hidden = nnx.Linear(8 * 8 * 3, 64, use_bias=False, rngs=rngs)
-    self.bn = nnx.BatchNorm(64, momentum=0.9, epsilon=1e-5, rngs=rngs)
-    self.out = nnx.Linear(64, num_classes, rngs=rngs)
-
-  def __call__(self, x):
-    return self.out(nnx.relu(self.bn(self.hidden(x.reshape(x.shape[0], -1) - 0.5))))
-
-
-def bare_net():
-  return BareNet(10, nnx.Rngs(jax.random.key(0, impl="rbg")))
 
 
 @pytest.fixture(scope="module")

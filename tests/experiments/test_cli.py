@@ -124,3 +124,12 @@ def test_a_tofu_sweep_sets_the_ratio_grid(monkeypatch):
   run.main(["--config", "tofu_cpu", "--sweep", "forget_lr=2e-4,6e-4", "dual:forget_lr=2e-3"])
   ratios = seen[0].forget_lr_ratios
   assert ratios["shared"] == pytest.approx((1.0, 3.0)) and ratios["dual"] == pytest.approx((10.0,))
+
+
+def test_multi_host_flags_join_the_processes_first(captured, monkeypatch):
+  joined = []
+  monkeypatch.setattr(run.distributed, "initialize", lambda *args: joined.append(args))
+  run.main(["--coordinator", "host0:1234", "--num-processes", "2", "--process-id", "1"])
+  assert joined == [("host0:1234", 2, 1)] and len(captured) == 1
+  run.main(["--distributed"])  # the cluster's own description
+  assert joined[1] == (None, None, None)

@@ -12,7 +12,6 @@ needs no model at all, so a long table can be built over several sittings.
 import csv
 import dataclasses
 import pathlib
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 
@@ -329,7 +328,7 @@ def write_table(out: pathlib.Path, config: ExperimentConfig) -> str:
   ]
   notes.append("Forget learning rates: " + ", ".join(rates) + ".")
   table = E.markdown_table(rows, METRICS) + "".join(f"\n{note}\n" for note in notes)
-  (out / "table.md").write_text(f"# {config.name}: seeds {rt_seeds}\n\n{table}\n")
+  E.write_text(out / "table.md", f"# {config.name}: seeds {rt_seeds}\n\n{table}\n")
   E.write_csv(csv_rows, out / "table.csv", METRICS)
   if curves:
     E.plot_curves(
@@ -529,11 +528,12 @@ def run_sweep(
       lines.append(
         f"| {method.name} | {optimizer} | {cells} | {best:g}{' (edge)' if edge else ''} |"
       )
-  (out / "sweep" / "summary.md").write_text(
+  E.write_text(
+    out / "sweep" / "summary.md",
     f"# {config.name}: forget lr grid, Avg. Gap on seeds {list(selection)}\n\n"
     "| Method | Optimizer | forget lr: Avg. Gap | chosen |\n|---|---|---|---|\n"
     + "\n".join(lines)
-    + "\n\n(edge): the chosen value is the grid's smallest or largest; widen the grid there.\n"
+    + "\n\n(edge): the chosen value is the grid's smallest or largest; widen the grid there.\n",
   )
   final = dataclasses.replace(config, forget_lr={**config.forget_lr, **chosen})
   for key, value in chosen.items():
@@ -542,6 +542,5 @@ def run_sweep(
       source = _run_path(points[value][1], method, optimizer, seed)
       target = _run_path(out, method, optimizer, seed)
       if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        E.write_text(target, source.read_text())
   return run_table(final, out, data_root, models=models, plan=plan, vmap=vmap)

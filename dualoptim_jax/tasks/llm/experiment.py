@@ -35,6 +35,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from dualoptim_jax.core import MeshPlan, checkpoint
+from dualoptim_jax.core.distributed import main_process_writes
 from dualoptim_jax.data.tofu import encode_qa
 from dualoptim_jax.eval import aggregate as E
 from dualoptim_jax.eval.plots import plot_curves
@@ -225,7 +226,7 @@ def run_one(config: TofuConfig, task: _Task, method, optimizer, ratio, path: pat
       },
     },
   )
-  shutil.rmtree(work)
+  main_process_writes(shutil.rmtree)(work)
 
 
 def best_ratio(runs: list[dict]) -> float:
@@ -381,7 +382,7 @@ def write_table(config: TofuConfig, out: pathlib.Path, chosen: dict, references:
     edge = " edge" if len(ratios) > 1 and ratio in (ratios[0], ratios[-1]) else ""
     lines.append(f"| {method} | {optimizer}{edge} | " + "; ".join(cells) + " |")
   table = "\n".join(lines) + "\n"
-  (root / "table.md").write_text(table)
+  E.write_text(root / "table.md", table)
   E.save_run_json(
     root / "table.json",
     {"config": config.name, "tasks": tasks, "references": references, "rows": summary},

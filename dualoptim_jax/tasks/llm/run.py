@@ -18,6 +18,7 @@ import time
 import jax
 from flax import nnx
 
+from dualoptim_jax import eval as E
 from dualoptim_jax.core import MeshPlan, checkpoint
 from dualoptim_jax.data.settings import load_tofu_setting
 from dualoptim_jax.data.tofu import TEMPLATES, encode_qa, num_bucket_batches
@@ -279,8 +280,7 @@ def build_models(
         "sets": pipeline.evaluate(model, config.eval),
       }
       found["eval_seconds"] = time.perf_counter() - begin
-      cache.parent.mkdir(parents=True, exist_ok=True)
-      cache.write_text(json.dumps(found))
+      E.write_text(cache, json.dumps(found))
     steps = saved["epoch"] * num_bucket_batches(
       [len(ids) for ids, _ in examples], config.finetune.batch_size, config.finetune.buckets
     )
@@ -309,9 +309,8 @@ def build_models(
     "results": results,
   }
   if write:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scores.json").write_text(json.dumps(report, indent=1))
-    (out / "scores.md").write_text(scores_table(report))
+    E.write_text(out / "scores.json", json.dumps(report, indent=1))
+    E.write_text(out / "scores.md", scores_table(report))
   return report
 
 

@@ -31,6 +31,23 @@ class TinyNet(nnx.Module):
     return self.out(x)
 
 
+class BareNet(nnx.Module):
+  """The tiny classifier of the classification tests without the bias before its BatchNorm: that
+  bias has a zero gradient, and Adam would turn the float noise in it into full-size steps."""
+
+  def __init__(self, num_classes, rngs):
+    self.hidden = nnx.Linear(8 * 8 * 3, 64, use_bias=False, rngs=rngs)
+    self.bn = nnx.BatchNorm(64, momentum=0.9, epsilon=1e-5, rngs=rngs)
+    self.out = nnx.Linear(64, num_classes, rngs=rngs)
+
+  def __call__(self, x):
+    return self.out(nnx.relu(self.bn(self.hidden(x.reshape(x.shape[0], -1) - 0.5))))
+
+
+def bare_net():
+  return BareNet(10, nnx.Rngs(jax.random.key(0, impl="rbg")))
+
+
 def make_data(seed=0, n=400, n_test=200, classes=10):
   rng = np.random.default_rng(seed)
   prototypes = rng.integers(0, 256, (classes, 8, 8, 3))

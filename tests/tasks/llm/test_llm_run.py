@@ -66,8 +66,10 @@ def test_pretrained_configs_need_both_model_folders(tmp_path, capsys):
 
 def test_the_cli_passes_split_and_paths(monkeypatch, tmp_path):
   seen, unlearned = [], []
-  monkeypatch.setattr(cli, "build_models", lambda config, out, root, tok: seen.append(config))
-  monkeypatch.setattr(cli, "run_unlearning", lambda config, *args: unlearned.append(config) or "")
+  monkeypatch.setattr(cli, "build_models", lambda config, out, root, tok, **kw: seen.append(config))
+  monkeypatch.setattr(
+    cli, "run_unlearning", lambda config, *args, **kw: unlearned.append(config) or ""
+  )
   (tmp_path / "scores.md").write_text("table")
   out = ["--out", str(tmp_path)]
   cli.main(["--config", "tofu_cpu", "--forget", "forget05", "--task", "3", "--models-only", *out])

@@ -1,0 +1,171 @@
+r"""Membership inference for any task: per-sample scores, the attack metrics, and the unlearning
+summaries built on them.
+
+Scores (`membership_scores`) are oriented so that a HIGHER score means MORE member-like. From a
+sample's logits :math:`z`, probabilities :math:`p = \mathrm{softmax}(z)` and label :math:`y`:
+
+* ``loss``: :math:`\log p_y` (the negated cross-entropy);
+* ``confidence``: :math:`p_y`;
+* ``entropy``: :math:`\sum_c p_c \log p_c` (the negated entropy);
+* ``modified_entropy`` (Song and Mittal, 2021): the negation of
+  :math:`-(1 - p_y) \log p_y - \sum_{c \ne y} p_c \log(1 - p_c)`;
+* ``logit_confidence`` (LiRA's scaling): :math:`\log \frac{p_y}{1 - p_y} = z_y -
+  \log \sum_{c \ne y} e^{z_c}`.
+
+A threshold :math:`t` calls a sample a member when its score is at least :math:`t`. Over members
+:math:`M` and non-members :math:`N`: TPR = share of :math:`M` called members, FPR = share of
+:math:`N` called members, TNR = 1 - FPR, FNR = 1 - TPR, balanced accuracy = (TPR + TNR) / 2, and
+the ROC AUC = :math:`P(s_M > s_N) + \frac12 P(s_M = s_N)`. A TPR at FPR :math:`\le \alpha` is
+resolved only where :math:`\alpha |N|` is at least ``min_count`` (about 10) non-members, and a
+TNR at FNR :math:`\le \alpha` only where :math:`\alpha |M|` is; otherwise it is None.
+"""
+
+import numpy as np
+
+SCORES = ("loss", "confidence", "entropy", "modified_entropy", "logit_confidence")
+LOW_RATES = (0.01, 0.001)  # the FPRs (and FNRs) of the low-error-rate metrics
+
+
+def _log_softmax(logits) -> np.ndarray:
+  z = np.asarray(logits, np.float64)
+  if z.ndim != 2 or z.shape[1] < 2:
+    raise ValueError(f"Expected logits of shape (n, classes >= 2), got {z.shape}.")
+  z = z - z.max(axis=-1, keepdims=True)
+  return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def membership_scores(logits, labels) -> dict[str, np.ndarray]:
+  """Every score of `SCORES` per sample (higher: more member-like), in float64."""
+  logp = _log_softmax(logits)
+  labels = np.asarray(labels)
+  if labels.shape != logp.shape[:1]:
+    raise ValueError(f"Expected {logp.shape[0]} labels, got shape {labels.shape}.")
+  p = np.exp(logp)
+  rows = np.arange(len(labels))
+  logp_y, p_y = logp[rows, labels], p[rows, labels]
+  # log(1 - p): log1p is exact for p <= 1/2, i.e. for all but a row's most likely class, whose
+  # log(1 - p) is the log of the other classes' summed probabilities (exact near p = 1).
+  log1m_p = np.log1p(-np.minimum(p, 0.5))
+  top = np.argmax(logp, axis=-1)
+  rest = logp.copy()
+  rest[rows, top] = -np.inf
+  log1m_p[rows, top] = np.logaddexp.reduce(rest, axis=-1)
+  log1m_p_y = log1m_p[rows, labels]
+  other = np.ones_like(p, bool)
+  other[rows, labels] = False
+  mentr = -(1 - p_y) * logp_y - np.sum(np.where(other, p * log1m_p, 0.0), axis=-1)
+  return {
+    "loss": logp_y,
+    "confidence": p_y,
+    "entropy": np.sum(p * logp, axis=-1),
+    "modified_entropy": -mentr,
+    "logit_confidence": logp_y - log1m_p_y,
+  }
+
+
+def _check(members, nonmembers) -> tuple[np.ndarray, np.ndarray]:
+  members, nonmembers = (np.asarray(x, np.float64).ravel() for x in (members, nonmembers))
+  if not len(members) or not len(nonmembers):
+    raise ValueError("Need at least one member and one non-member score.")
+  if np.isnan(members).any() or np.isnan(nonmembers).any():
+    raise ValueError("Membership scores must not be NaN.")
+  return members, nonmembers
+
+
+def roc_curve(members, nonmembers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """``(fpr, tpr, thresholds)`` for every distinct score as threshold, from (0, 0) at +inf to
+  (1, 1) at the lowest score; FPR increases along the curve."""
+  members, nonmembers = _check(members, nonmembers)
+  thresholds = np.unique(np.concatenate([members, nonmembers]))[::-1]
+  tpr = 1.0 - np.searchsorted(np.sort(members), thresholds, side="left") / len(members)
+  fpr = 1.0 - np.searchsorted(np.sort(nonmembers), thresholds, side="left") / len(nonmembers)
+  return (
+    np.concatenate([[0.0], fpr]),
+    np.concatenate([[0.0], tpr]),
+    np.concatenate([[np.inf], thresholds]),
+  )
+
+
+def roc_auc(members, nonmembers) -> float:
+  """:math:`P(s_M > s_N) + \\frac12 P(s_M = s_N)`: 1 when every member outscores every
+  non-member, 0.5 for one distribution, 0 when every non-member outscores every member."""
+  members, nonmembers = _check(members, nonmembers)
+  sorted_n = np.sort(nonmembers)
+  below = np.searchsorted(sorted_n, members, side="left")
+  ties = np.searchsorted(sorted_n, members, side="right") - below
+  return float(np.sum(below + 0.5 * ties) / (len(members) * len(nonmembers)))
+
+
+def tpr_at_fpr(members, nonmembers, fpr: float, min_count: int = 10) -> float | None:
+  """The highest TPR of a threshold whose FPR is at most ``fpr``; None when ``fpr`` x the
+  number of non-members is under ``min_count`` (too few non-members to resolve it)."""
+  members, nonmembers = _check(members, nonmembers)
+  if fpr * len(nonmembers) < min_count:
+    return None
+  fprs, tprs, _ = roc_curve(members, nonmembers)
+  return float(np.max(tprs[fprs <= fpr]))
+
+
+def tnr_at_fnr(members, nonmembers, fnr: float, min_count: int = 10) -> float | None:
+  """The highest TNR of a threshold whose FNR is at most ``fnr`` (the mirror of `tpr_at_fpr`:
+  members and non-members swap roles, scores flip sign); None when ``fnr`` x the number of
+  members is under ``min_count``."""
+  members, nonmembers = _check(members, nonmembers)
+  return tpr_at_fpr(-nonmembers, -members, fnr, min_count)
+
+
+def balanced_accuracy(members, nonmembers, threshold: float) -> float:
+  """(TPR + TNR) / 2 of calling scores at or above ``threshold`` members."""
+  members, nonmembers = _check(members, nonmembers)
+  return float((np.mean(members >= threshold) + np.mean(nonmembers < threshold)) / 2)
+
+
+def best_threshold(members, nonmembers) -> tuple[float, float]:
+  """The threshold of highest balanced accuracy (the lowest such threshold on ties), and that
+  accuracy: the attack an auditor who knows both sets can mount."""
+  fpr, tpr, thresholds = roc_curve(members, nonmembers)
+  accuracy = (tpr + 1 - fpr) / 2
+  best = int(np.flatnonzero(accuracy == accuracy.max())[-1])
+  return float(thresholds[best]), float(accuracy[best])
+
+
+def privleak(auc: float, reference_auc: float) -> float:
+  """The signed relative difference :math:`100 (\\mathrm{AUC} - \\mathrm{AUC}_{ref}) /
+  \\mathrm{AUC}_{ref}` of a forget-vs-holdout AUC to the retrained model's (open-unlearning's
+  ``privleak``, MUSE's PrivLeak): positive when forget samples still look more like members than
+  under retraining (under-unlearning), negative when less (over-unlearning)."""
+  return 100.0 * (auc - reference_auc) / reference_auc
+
+
+def unlearning_attacks(
+  forget: dict[str, np.ndarray],
+  retain: dict[str, np.ndarray],
+  test: dict[str, np.ndarray],
+  min_count: int = 10,
+) -> dict[str, dict[str, float | None]]:
+  """Per score, the two threat models of an unlearned model, from `membership_scores` of its
+  forget, retain and test sets.
+
+  * ``transfer`` (the paper's setting): the threshold of highest balanced accuracy on retain
+    (members) vs test (non-members) is applied to forget vs test: ``forget_member_rate`` (the
+    share of forget samples it calls members, the analogue of the ``MIA`` column) and
+    ``transfer_balanced_accuracy``.
+  * ``audit``: forget (members) vs test (non-members) directly: ``auc``,
+    ``best_balanced_accuracy``, ``tpr@fpr=<a>`` and ``tnr@fnr=<a>`` for each rate of `LOW_RATES`
+    (None where not resolved).
+  """
+  results = {}
+  for name in forget:
+    threshold, _ = best_threshold(retain[name], test[name])
+    f, t = forget[name], test[name]
+    result = {
+      "forget_member_rate": float(np.mean(np.asarray(f) >= threshold)),
+      "transfer_balanced_accuracy": balanced_accuracy(f, t, threshold),
+      "auc": roc_auc(f, t),
+      "best_balanced_accuracy": best_threshold(f, t)[1],
+    }
+    for rate in LOW_RATES:
+      result[f"tpr@fpr={rate:g}"] = tpr_at_fpr(f, t, rate, min_count)
+      result[f"tnr@fnr={rate:g}"] = tnr_at_fnr(f, t, rate, min_count)
+    results[name] = result
+  return results

@@ -1,6 +1,7 @@
 """Task-agnostic evaluation: aggregation over seeds, tables, run files and plots. Every function
 takes the metrics (names and better direction) as arguments."""
 
+from dualoptim_jax.eval import mia
 from dualoptim_jax.eval.aggregate import (
   Metric,
   Summary,
@@ -14,7 +15,7 @@ from dualoptim_jax.eval.aggregate import (
   write_csv,
   write_text,
 )
-from dualoptim_jax.eval.plots import plot_curves
+from dualoptim_jax.eval.plots import plot_curves, plot_roc
 
 __all__ = [
   "Metric",
@@ -23,7 +24,9 @@ __all__ = [
   "load_run_json",
   "load_runs",
   "markdown_table",
+  "mia",
   "plot_curves",
+  "plot_roc",
   "reference",
   "save_run_json",
   "summarize",

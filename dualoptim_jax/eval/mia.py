@@ -169,3 +169,50 @@ def unlearning_attacks(
       result[f"tnr@fnr={rate:g}"] = tnr_at_fnr(f, t, rate, min_count)
     results[name] = result
   return results
+
+
+ROC_FPRS = tuple(np.logspace(-4, 0, 41).tolist())  # where a run's ROC is kept, for plots
+
+
+def roc_at(members, nonmembers, fprs=ROC_FPRS) -> list[float]:
+  """The highest TPR at FPR <= each of ``fprs`` (a ROC on a fixed grid, to average over seeds)."""
+  fpr, tpr, _ = roc_curve(members, nonmembers)
+  return [float(tpr[fpr <= f].max()) for f in fprs]
+
+
+def attack_table(
+  rows: dict[str, list[dict]], reference: list[dict], score: str = "loss", digits: int = 3
+) -> str:
+  """A Markdown table of the attacks of each row's runs (each a `unlearning_attacks` dict),
+  mean ± population std over runs.
+
+  Columns: forget-vs-test AUC of every score with its gap to the reference's mean AUC in
+  parentheses; then, for ``score``: privleak (of the mean AUCs), the audit's best balanced
+  accuracy, TPR at FPR 1% and TNR at FNR 1% (n/a where not resolved), and the transfer attack's
+  forget member rate.
+  """
+
+  def cell(values, gap_to=None):
+    values = [np.nan if v is None else v for v in values]
+    if np.isnan(values).any():
+      return "n/a"
+    mean = float(np.mean(values))
+    text = f"{mean:.{digits}f}" + (f" ± {np.std(values):.{digits}f}" if len(values) > 1 else "")
+    return text + ("" if gap_to is None else f" ({abs(mean - gap_to):.{digits}f})")
+
+  def column(runs, name, metric):
+    return [run[name][metric] for run in runs]
+
+  reference_auc = {name: float(np.mean(column(reference, name, "auc"))) for name in SCORES}
+  header = [f"AUC {name}" for name in SCORES]
+  header += [f"PrivLeak % ({score})", "best bal. acc.", "TPR@FPR=1%", "TNR@FNR=1%"]
+  header += ["forget member rate"]
+  lines = ["| Method | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+  for label, runs in rows.items():
+    cells = [cell(column(runs, name, "auc"), reference_auc[name]) for name in SCORES]
+    auc = float(np.mean(column(runs, score, "auc")))
+    cells.append(f"{privleak(auc, reference_auc[score]):+.1f}")
+    for metric in ("best_balanced_accuracy", "tpr@fpr=0.01", "tnr@fnr=0.01", "forget_member_rate"):
+      cells.append(cell(column(runs, score, metric)))
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"

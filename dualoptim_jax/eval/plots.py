@@ -1,4 +1,4 @@
-"""Metric curves over a run, with seed bands, for any task's metrics."""
+"""Metric curves over a run, with seed bands, for any task's metrics; ROC curves on log axes."""
 
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -77,6 +77,40 @@ def plot_curves(
     ax.set_xlabel(xlabel)
   axes[0].legend(fontsize="small")
   fig.suptitle(title)
+  _save_png(fig, pathlib.Path(path))
+  return fig
+
+
+def plot_roc(
+  rocs: Mapping[str, np.ndarray],
+  fprs: Sequence[float],
+  path,
+  *,
+  title: str,
+  reference: str | None = None,
+) -> Figure:
+  """Saves a log-log ROC plot (TPR against FPR, the chance line dotted) and returns its figure.
+
+  Args:
+    rocs: label -> array ``(runs, len(fprs))`` of TPRs; the mean over runs is drawn.
+    fprs: the FPR of each column.
+    path: the PNG file.
+    title: the figure's title.
+    reference: the label drawn dashed in black (e.g. the retrained model).
+  """
+  if not rocs:
+    raise ValueError("Need at least one ROC.")
+  fig = Figure(figsize=(5.5, 5))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  fprs = np.asarray(fprs)
+  for label, tpr in rocs.items():
+    style = {"color": "black", "linestyle": "--"} if label == reference else {}
+    ax.plot(fprs, np.clip(np.mean(tpr, axis=0), fprs[0] / 10, 1), label=label, **style)
+  ax.plot(fprs, fprs, color="gray", linestyle=":", linewidth=1)
+  ax.set(xscale="log", yscale="log", xlabel="FPR", ylabel="TPR", title=title)
+  ax.set_ylim(fprs[0] / 10, 1.05)
+  ax.legend(fontsize="small")
   _save_png(fig, pathlib.Path(path))
   return fig
 

@@ -9,6 +9,10 @@ the logits of a model on a split.
   entropy ``H(p) = -sum_c p_c log p_c`` is fit to tell retain (member, 1) from
   test (non-member, 0) samples; MIA is the percentage of forget samples it
   predicts to be members.
+
+With ``attacks``, `evaluate` adds the membership-inference framework's view (`attack_report`):
+every score of `eval.mia` in its transfer and audit threat models, and the ROC of the loss
+attack, forget vs test.
 """
 
 import functools
@@ -21,7 +25,7 @@ from sklearn.linear_model import LogisticRegression
 
 from dualoptim_jax.core import TrainState
 from dualoptim_jax.data import UnlearningSplit, eval_batches
-from dualoptim_jax.eval import Metric
+from dualoptim_jax.eval import Metric, mia
 from dualoptim_jax.models import apply
 
 # Every one is judged by its gap to the retrained model.
@@ -123,6 +127,22 @@ def unlearning_metrics(forget, retain, test) -> dict[str, float]:
   }
 
 
+def attack_report(forget, retain, test) -> dict:
+  """``{"attacks": ..., "roc_loss": ...}``: `eval.mia.unlearning_attacks` of every score, and the
+  loss attack's TPR, forget vs test, at each FPR of `eval.mia.ROC_FPRS`.
+
+  Args:
+    forget, retain, test: ``(logits, labels)`` of each set.
+  """
+  forget, retain, test = (
+    mia.membership_scores(*_logits_labels(*s)) for s in (forget, retain, test)
+  )
+  return {
+    "attacks": mia.unlearning_attacks(forget, retain, test),
+    "roc_loss": mia.roc_at(forget["loss"], test["loss"]),
+  }
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def predict(graphdef: nnx.GraphDef, params, batch_stats, images) -> jax.Array:
   """Eval-mode logits (running BatchNorm statistics)."""
@@ -130,9 +150,14 @@ def predict(graphdef: nnx.GraphDef, params, batch_stats, images) -> jax.Array:
 
 
 def evaluate(
-  graphdef: nnx.GraphDef, state: TrainState, split: UnlearningSplit, batch_size: int = 500
-) -> dict[str, float]:
-  """`unlearning_metrics` of the model ``(graphdef, state)`` on ``split``."""
+  graphdef: nnx.GraphDef,
+  state: TrainState,
+  split: UnlearningSplit,
+  batch_size: int = 500,
+  attacks: bool = False,
+) -> dict:
+  """`unlearning_metrics` of the model ``(graphdef, state)`` on ``split``; with ``attacks``, its
+  `attack_report` too, under ``"mia"``."""
 
   def logits(dataset):
     return predict_logits(
@@ -140,4 +165,6 @@ def evaluate(
       eval_batches(dataset, batch_size),
     )
 
-  return unlearning_metrics(logits(split.forget), logits(split.retain), logits(split.test))
+  sets = logits(split.forget), logits(split.retain), logits(split.test)
+  metrics = unlearning_metrics(*sets)
+  return {**metrics, "mia": attack_report(*sets)} if attacks else metrics

@@ -236,7 +236,7 @@ def run_one(
   jax.block_until_ready(state)
   unlearn_seconds = time.perf_counter() - start - curve_seconds[0]
   start = time.perf_counter()
-  metrics = evaluate(graphdef, state, split)
+  metrics = evaluate(graphdef, state, split, attacks=True)
   seconds = {"unlearning": unlearn_seconds, "curve_evaluation": curve_seconds[0]}
   _save_run(run, metrics, curve, {**wall, **seconds, "evaluation": time.perf_counter() - start})
 
@@ -276,7 +276,7 @@ def run_stacked(
   stack_seconds = time.perf_counter() - start - curve_seconds[0]
   for run, state, curve in zip(runs, states, curves, strict=True):
     start = time.perf_counter()
-    metrics = evaluate(graphdef, state, splits[run.seed])
+    metrics = evaluate(graphdef, state, splits[run.seed], attacks=True)
     seconds = {
       "unlearning_stacked": stack_seconds,
       "stack_size": len(runs),
@@ -284,6 +284,14 @@ def run_stacked(
       "evaluation": time.perf_counter() - start,
     }
     _save_run(run, metrics, curve, {**walls[run.seed], **seconds})
+
+
+def _labelled(groups: dict) -> list[tuple[str, list]]:
+  """``(row label, runs)`` in the groups' (table) order."""
+  return [
+    (method if method == ORIGINAL else f"{method} ({optimizer})", group)
+    for (method, optimizer), group in groups.items()
+  ]
 
 
 def write_table(out: pathlib.Path, config: ExperimentConfig) -> str:
@@ -299,15 +307,15 @@ def write_table(out: pathlib.Path, config: ExperimentConfig) -> str:
     and r["seed"] in config.seeds
     and (r["method"], r["optimizer"]) in order
   ]
-  groups = E.group_runs(runs)
+  groups = dict(sorted(E.group_runs(runs).items(), key=lambda g: order.index(g[0])))
   reference = groups.pop((REFERENCE, "sgd"), None)
   if not reference:
     raise FileNotFoundError(f"No retrained-reference runs under {out / 'runs'}.")
   originals = {r["seed"]: r for r in groups.get((ORIGINAL, "sgd"), [])}
   rows, csv_rows, curves = {REFERENCE: E.summarize(reference, reference, METRICS)}, {}, {}
   rt_seeds, notes = sorted(r["seed"] for r in reference), []
-  for (method, optimizer), group in sorted(groups.items(), key=lambda g: order.index(g[0])):
-    label = method if method == ORIGINAL else f"{method} ({optimizer})"
+  for label, group in _labelled(groups):
+    method, optimizer = group[0]["method"], group[0]["optimizer"]
     seeds = sorted(r["seed"] for r in group)
     if seeds != rt_seeds:  # an unfinished row: compare it with RT on its own seeds
       notes.append(f"{label}: seeds {seeds} only; its gaps are to RT on those seeds.")
@@ -328,6 +336,29 @@ def write_table(out: pathlib.Path, config: ExperimentConfig) -> str:
   ]
   notes.append("Forget learning rates: " + ", ".join(rates) + ".")
   table = E.markdown_table(rows, METRICS) + "".join(f"\n{note}\n" for note in notes)
+  attacked = {label: g for label, g in _labelled(groups) if all("mia" in r for r in g)}
+  if attacked and all("mia" in r for r in reference):
+    table += (
+      "\nMembership inference, forget vs test (each score's AUC with its gap to RT's over all its "
+      "seeds; the loss "
+      "attack's PrivLeak to RT, positive when the forget set looks more like members than under "
+      "retraining; `roc.png`: its ROC):\n\n"
+      + E.mia.attack_table(
+        {REFERENCE: [r["mia"]["attacks"] for r in reference]}
+        | {label: [r["mia"]["attacks"] for r in g] for label, g in attacked.items()},
+        [r["mia"]["attacks"] for r in reference],
+      )
+    )
+    E.plot_roc(
+      {
+        label: [r["mia"]["roc_loss"] for r in g]
+        for label, g in {REFERENCE: reference, **attacked}.items()
+      },
+      E.mia.ROC_FPRS,
+      out / "roc.png",
+      title=f"{config.name}: loss attack, forget vs test, seeds {rt_seeds}",
+      reference=REFERENCE,
+    )
   E.write_text(out / "table.md", f"# {config.name}: seeds {rt_seeds}\n\n{table}\n")
   E.write_csv(csv_rows, out / "table.csv", METRICS)
   if curves:
@@ -451,7 +482,7 @@ def run_tables(
               "method": name,
               "optimizer": "sgd",
               "seed": seed,
-              **evaluate(graphdef, state, split),
+              **evaluate(graphdef, state, split, attacks=True),
               "curve": [],
               "seconds": walls[seed],
             },

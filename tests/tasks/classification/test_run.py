@@ -37,9 +37,15 @@ def synthetic_setting(root):
   return Setting("synthetic", sample(80), sample(40), num_forget=8)
 
 
-def table_rows(table: str) -> list[str]:
-  """The body rows of a Markdown table (after its header and rule)."""
-  return [line for line in table.strip().splitlines() if line.startswith("|")][2:]
+def table_rows(table: str, which: int = 0) -> list[str]:
+  """The body rows (after header and rule) of the ``which``-th Markdown table of ``table``."""
+  tables = [[]]
+  for line in table.strip().splitlines():
+    if line.startswith("|"):
+      tables[-1].append(line)
+    elif tables[-1]:
+      tables.append([])
+  return [t for t in tables if t][which][2:]
 
 
 @pytest.fixture
@@ -105,10 +111,17 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
   rows = [line.split(" | ")[0] for line in table_rows(table)]
   assert rows == ["| RT", "| Original", "| SFRon (sgd)", "| SFRon (dual)"]  # the config's order
   assert "Forget learning rates: SFRon (sgd) 0.01, SFRon (dual) 0.001." in table
+  # The membership-inference table: every row, RT at no gap from itself, and the ROC plot.
+  assert set(result["mia"]["attacks"]) == set(E.mia.SCORES)
+  assert len(result["mia"]["roc_loss"]) == len(E.mia.ROC_FPRS)
+  attack_rows = table_rows(table, 1)
+  assert [line.split(" | ")[0] for line in attack_rows] == rows
+  assert attack_rows[0].count("(0.000)") == len(E.mia.SCORES) and "| +0.0 |" in attack_rows[0]
+  assert (tmp_path / "roc.png").stat().st_size > 0
   assert " ± " not in table and table.strip().splitlines()[4].endswith("| 0.00 | n/a |")  # 1 seed
   assert (tmp_path / "table.csv").exists() and (tmp_path / "curves.png").stat().st_size > 0
   # The curves start at epoch 0, the original model of the seed, and the title names the seeds.
-  ((args, kwargs),) = plotted
+  ((args, kwargs),) = plotted  # the curves (the ROC has a plot function of its own)
   original = json.loads((tmp_path / "runs" / "Original-seed1.json").read_text())
   curve = args[0]["SFRon (dual)"]
   assert curve.shape == (1, 3, 4)
@@ -233,12 +246,15 @@ def test_a_sweep_picks_each_pairs_lowest_gap_then_runs_every_seed(tiny, tmp_path
     "retrain-seed2",
   ]
 
-  # The same sweep with every pair's seeds and rates stacked into one program gives the same runs.
+  # The stacked runner: the chosen sgd row's two seeds as one vmapped program, from the same
+  # models, gives the loop's runs.
   stacked = tmp_path / "stacked"
   shutil.copytree(tmp_path / "checkpoints", stacked / "checkpoints")
-  run_sweep(config, stacked, grid, vmap=True)
-  for path in (tmp_path / "runs").glob("RL-*.json"):
-    loop, vmapped = (json.loads((d / "runs" / path.name).read_text()) for d in (tmp_path, stacked))
-    assert vmapped["seconds"]["stack_size"] in (1, 2, 3)
-    for metric in ("UA", "RA", "TA"):  # accuracies in %: at most one sample apart
-      assert abs(loop[metric] - vmapped[metric]) <= 100 / 40 + 1e-9, (path.name, metric)
+  final = dataclasses.replace(config, optimizers=("sgd",), forget_lr={"sgd": best})
+  run_table(final, stacked, vmap=True)
+  for seed in (1, 2):
+    name = f"RL-sgd-seed{seed}.json"
+    loop, vmapped = (json.loads((d / "runs" / name).read_text()) for d in (tmp_path, stacked))
+    assert vmapped["seconds"]["stack_size"] == 2
+    for metric, size in (("UA", 8), ("RA", 72), ("TA", 40)):  # at most one sample apart
+      assert abs(loop[metric] - vmapped[metric]) <= 100 / size + 1e-9, (name, metric)

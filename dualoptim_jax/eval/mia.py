@@ -21,6 +21,7 @@ TNR at FNR :math:`\le \alpha` only where :math:`\alpha |M|` is; otherwise it is 
 """
 
 import numpy as np
+import scipy.stats
 
 SCORES = ("loss", "confidence", "entropy", "modified_entropy", "logit_confidence")
 LOW_RATES = (0.01, 0.001)  # the FPRs (and FNRs) of the low-error-rate metrics
@@ -216,3 +217,74 @@ def attack_table(
       cells.append(cell(column(runs, score, metric)))
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def _out_references(reference_scores, keep) -> np.ma.MaskedArray:
+  """The reference models' scores ``(samples, models)`` of the models that did NOT train on each
+  sample (``keep``: True where model ``r`` trained on sample ``i``)."""
+  reference_scores, keep = np.asarray(reference_scores, np.float64), np.asarray(keep, bool)
+  if reference_scores.ndim != 2 or keep.shape != reference_scores.shape:
+    raise ValueError(
+      f"Expected reference scores and keep masks of one shape (samples, models), got "
+      f"{reference_scores.shape} and {keep.shape}."
+    )
+  if keep.all(axis=1).any():
+    raise ValueError("Every sample needs at least one reference model that did not train on it.")
+  return np.ma.masked_array(reference_scores, mask=keep)
+
+
+def lira_offline(target, reference, keep, global_std: bool = True) -> np.ndarray:
+  r"""Offline LiRA (Carlini et al., 2022): how far above the reference models that did not train
+  on a sample (OUT) the target model's score of it lies.
+
+  With :math:`\phi` the logit-scaled confidence (``logit_confidence``) and the OUT models' mean
+  :math:`\mu_i` and std :math:`\sigma_i` of sample :math:`i`, the membership score is
+  :math:`\log \Phi((\phi_i - \mu_i) / \sigma_i)` (higher: more member-like). With ``global_std``
+  (the paper's choice for few references) :math:`\sigma` is the std of every OUT score about its
+  sample's mean.
+
+  Args:
+    target: the target model's scores ``(samples,)``.
+    reference: the reference models' scores ``(samples, models)``.
+    keep: ``(samples, models)``, True where the reference model trained on the sample.
+  """
+  out = _out_references(reference, keep)
+  mean = out.mean(axis=1).filled(np.nan)
+  if global_std:
+    std = np.full_like(mean, float(np.sqrt(((out - mean[:, None]) ** 2).mean())))
+  else:
+    std = out.std(axis=1).filled(np.nan)
+  std = np.maximum(std, 1e-6)
+  return scipy.stats.norm.logcdf((np.asarray(target, np.float64) - mean) / std)
+
+
+def rmia(
+  target,
+  reference,
+  keep,
+  population_target,
+  population_reference,
+  a: float = 0.3,
+  gamma: float = 1.0,
+) -> np.ndarray:
+  r"""Offline RMIA (Zarifzadeh et al., 2024): the share of population samples :math:`z` that a
+  sample :math:`x` dominates in likelihood ratio,
+  :math:`\Pr_z\big[\frac{p(x|\theta) / p(x)}{p(z|\theta) / p(z)} \ge \gamma\big]`.
+
+  :math:`p(\cdot|\theta)` is the target model's probability of the true label (``confidence``),
+  and :math:`p(x)` its mean over the reference models that did not train on :math:`x`,
+  corrected for having OUT models only: :math:`\frac12((1 + a) \bar p_{OUT}(x) + (1 - a))`.
+  The population (e.g. the test set) was trained on by no reference model.
+
+  Args:
+    target, reference, keep: as `lira_offline`, with confidences.
+    population_target: the target model's confidences of the population ``(m,)``.
+    population_reference: the reference models' confidences of the population ``(m, models)``.
+  """
+  out = _out_references(reference, keep)
+  p_x = 0.5 * ((1 + a) * out.mean(axis=1).filled(np.nan) + (1 - a))
+  p_z = 0.5 * ((1 + a) * np.mean(population_reference, axis=1) + (1 - a))
+  ratio_x = np.asarray(target, np.float64) / p_x
+  ratio_z = np.sort(np.asarray(population_target, np.float64) / p_z)
+  # ratio_x / ratio_z >= gamma  <=>  ratio_z <= ratio_x / gamma
+  return np.searchsorted(ratio_z, ratio_x / gamma, side="right") / len(ratio_z)

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+import scipy.stats
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from dualoptim_jax.eval import mia
@@ -135,3 +137,71 @@ def test_bad_input_is_refused():
     mia.membership_scores(np.zeros(3), np.zeros(3, int))
   with pytest.raises(ValueError, match="labels"):
     mia.membership_scores(np.zeros((3, 2)), np.zeros(2, int))
+
+
+def test_lira_and_rmia_on_hand_computed_cases():
+  # Sample 0: OUT scores (model 1, 2) -1 and 1 (mean 0; global std 1), the target scores 1.
+  reference = np.array([[9.0, -1.0, 1.0], [3.0, 2.0, 9.0]])
+  keep = np.array([[True, False, False], [False, False, True]])
+  scores = mia.lira_offline(np.array([1.0, 2.5]), reference, keep)
+  # Global std: deviations (-1, 1) about 0 and (0.5, -0.5) about 2.5: sqrt((1+1+.25+.25)/4).
+  std = np.sqrt(2.5 / 4)
+  np.testing.assert_allclose(np.exp(scores), [norm_cdf(1 / std), norm_cdf(0.0)], rtol=1e-12)
+  # RMIA with a = 1 (p(x) = mean OUT confidence): sample 0's ratio 0.4 / 0.2 = 2 dominates the
+  # population ratios 1 and 2 of [1, 2, 4].
+  population_reference = np.full((3, 3), 0.25)
+  got = mia.rmia(
+    np.array([0.4]),
+    np.array([[0.2, 0.2, 0.9]]),
+    np.array([[False, False, True]]),
+    np.array([0.25, 0.5, 1.0]),
+    population_reference,
+    a=1.0,
+  )
+  np.testing.assert_allclose(got, [2 / 3])
+  with pytest.raises(ValueError, match="did not train on it"):
+    mia.lira_offline(np.zeros(1), np.zeros((1, 2)), np.ones((1, 2), bool))
+
+
+def norm_cdf(x):
+  return scipy.stats.norm.cdf(x)
+
+
+def test_reference_model_attacks_find_the_members_of_a_memorising_model():
+  """Logistic regressions on 300-dimensional noise with random labels can only memorise: a model
+  fits its training half and is at chance elsewhere. Eight reference models on random halves
+  (their keep masks known) let LiRA and RMIA find the target's members; against a target that
+  trained on none of the samples they find nothing."""
+  rng = np.random.default_rng(0)
+  n, d, classes, models = 300, 300, 4, 8
+  x, y = rng.normal(size=(n + 200, d)), rng.integers(0, classes, n + 200)
+  population = slice(n, n + 200)  # trained on by no model
+
+  def fit(rows):
+    model = LogisticRegression(C=10.0, max_iter=300).fit(x[rows], y[rows])
+    logp = np.log(np.clip(model.predict_proba(x), 1e-300, None))
+    return mia.membership_scores(logp, y)
+
+  # Each sample in exactly half of the reference models (LiRA's keep masks).
+  keep = np.stack([rng.permutation(models) < models // 2 for _ in range(n)])
+  references = [fit(np.flatnonzero(keep[:, r])) for r in range(models)]
+  members = rng.permutation(n) < n // 2
+  for target, expect_members in ((fit(np.flatnonzero(members)), True), (fit(population), False)):
+    lira = mia.lira_offline(
+      target["logit_confidence"][:n],
+      np.stack([r["logit_confidence"][:n] for r in references], axis=1),
+      keep,
+    )
+    rmia = mia.rmia(
+      target["confidence"][:n],
+      np.stack([r["confidence"][:n] for r in references], axis=1),
+      keep,
+      target["confidence"][population],
+      np.stack([r["confidence"][population] for r in references], axis=1),
+    )
+    for scores in (lira, rmia):
+      auc = mia.roc_auc(scores[members], scores[~members])
+      if expect_members:
+        assert auc > 0.95
+      else:
+        assert abs(auc - 0.5) < 0.1

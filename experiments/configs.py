@@ -52,6 +52,14 @@ CONFIGS = {
     forget_lr={"sgd": 0.002, "adam": 1e-4, "dual": 1e-4},
   ),
 }
+# The fidelity check against the reference code: `fashion_mnist_small` with the original model
+# pretrained on the reference's own rate (20-epoch-period cosine, ending near its peak), RL only.
+CONFIGS["fashion_mnist_small_refschedule"] = dataclasses.replace(
+  CONFIGS["fashion_mnist_small"],
+  name="fashion_mnist_small_refschedule",
+  original_schedule="reference",
+  methods=(RL(),),
+)
 # Paper scale (GPU/TPU): CIFAR-10, ResNet-18, 10% random forgetting, 182-epoch pretraining.
 CONFIGS["cifar10"] = ExperimentConfig(
   name="cifar10",

@@ -1,4 +1,5 @@
-"""Pretraining of the original model and the retrained reference: SGD, cross-entropy, cosine decay.
+"""Pretraining of the original model and the retrained reference: SGD, cross-entropy, cosine decay
+(or, as an option, the reference pretraining's own rate).
 
 `train_classifier` trains the original model and the retrained reference alike: SGD with momentum
 and coupled L2 decay (`sgd_l2`), mean cross-entropy, train-mode BatchNorm, and a learning rate set
@@ -45,6 +46,23 @@ def cosine_epoch_schedule(base_lr: float, epochs: int, steps_per_epoch: int) -> 
   return schedule
 
 
+def reference_epoch_schedule(base_lr: float, steps_per_epoch: int) -> optax.Schedule:
+  """The reference pretraining's rate, ``base_lr * (1 + cos(pi * (e - 10) / 10)) / 2`` at epoch
+  ``e`` (``main_train.py`` overwrites the rate so every epoch): a cosine of period 20 epochs, 0 at
+  epochs 0, 20, 40, ... and ``base_lr`` at 10, 30, ...; a 30-epoch run ends near its peak."""
+  if steps_per_epoch < 1:
+    raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}.")
+
+  def schedule(count):
+    epoch = count // steps_per_epoch
+    return base_lr * (1 + jnp.cos(jnp.pi * (epoch - 10) / 10)) / 2
+
+  return schedule
+
+
+SCHEDULES = ("cosine", "reference")
+
+
 def _restore(directory, state: TrainState, step: int) -> TrainState:
   """Restores checkpoint ``step`` into the structure of ``state``.
 
@@ -81,6 +99,7 @@ def train_classifier(
   progress: bool = True,
   desc: str = "train",
   plan: MeshPlan | None = None,
+  schedule: str = "cosine",
 ) -> tuple[nnx.GraphDef, TrainState]:
   """Trains ``model`` on ``dataset`` for ``epochs`` epochs with SGD and cross-entropy.
 
@@ -97,7 +116,7 @@ def train_classifier(
     dataset: the training set.
     epochs: the number of epochs.
     batch_size: samples per step; an epoch has ``ceil(len(dataset) / batch_size)`` steps.
-    lr: the learning rate of the first epoch, decayed by `cosine_epoch_schedule`.
+    lr: the peak learning rate.
     momentum: SGD momentum.
     weight_decay: L2 decay coupled into the gradients.
     seed: seeds the batch order and augmentation of every epoch.
@@ -106,18 +125,23 @@ def train_classifier(
     progress: show a tqdm progress bar over the steps.
     desc: the progress bar's label.
     plan: the device mesh to train on, or None (one device).
+    schedule: ``"cosine"`` (`cosine_epoch_schedule`, from ``lr`` down to 0) or ``"reference"``
+      (`reference_epoch_schedule`).
 
   Returns:
     The model's graph definition and the final `TrainState`.
   """
   if epochs < 1:
     raise ValueError(f"epochs must be positive, got {epochs}.")
+  if schedule not in SCHEDULES:
+    raise ValueError(f"Unknown schedule {schedule!r}; the schedules are {SCHEDULES}.")
   steps_per_epoch = num_batches(len(dataset), batch_size)
-  tx = sgd_l2(
-    cosine_epoch_schedule(lr, epochs, steps_per_epoch),
-    momentum=momentum,
-    weight_decay=weight_decay,
+  rate = (
+    cosine_epoch_schedule(lr, epochs, steps_per_epoch)
+    if schedule == "cosine"
+    else reference_epoch_schedule(lr, steps_per_epoch)
   )
+  tx = sgd_l2(rate, momentum=momentum, weight_decay=weight_decay)
   graphdef, state = init_state(model, tx, seed)
   if plan is not None:
     state = plan.put_state(state, tx)
@@ -130,6 +154,8 @@ def train_classifier(
     "seed": seed,
     "augment": augment,
   }
+  if schedule != "cosine":  # checkpoints of the default schedule predate the field
+    hyperparameters["schedule"] = schedule
 
   state = train_epochs(
     state,

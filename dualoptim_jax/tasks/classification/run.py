@@ -48,6 +48,9 @@ class ExperimentConfig:
     setting: a name from ``data.SETTINGS``.
     width: the ResNet-18 width.
     pretrain_epochs, pretrain_lr, pretrain_batch_size, pretrain_augment: the pretraining recipe.
+    original_schedule: the original model's learning-rate schedule, ``"cosine"`` (as the
+      retrained reference's) or ``"reference"`` (the reference code's 20-epoch-period cosine,
+      `pretrain.reference_epoch_schedule`).
     unlearn: the hyper-parameters every method shares; ``forget_lr`` is set per optimizer.
     forget_lr: optimizer name -> forget learning rate; a key ``"METHOD/optimizer"`` (e.g.
       ``"SalUn/dual"``) sets one method's, as the paper tunes it per method and optimizer.
@@ -64,6 +67,7 @@ class ExperimentConfig:
   pretrain_lr: float = 0.1
   pretrain_batch_size: int = 128
   pretrain_augment: bool = False
+  original_schedule: str = "cosine"
   unlearn: UnlearnConfig = UnlearnConfig()
   forget_lr: Mapping[str, float] = dataclasses.field(default_factory=dict)
   methods: tuple[Method, ...] = (
@@ -111,6 +115,7 @@ def pretrain(
   seed: int,
   desc: str,
   plan: MeshPlan | None = None,
+  schedule: str = "cosine",
 ):
   """Trains (or restores) a model; returns its graphdef, state and training wall time in seconds,
   summed over every sitting that trained it (None for checkpoints that did not record it)."""
@@ -125,6 +130,7 @@ def pretrain(
     checkpoint_dir=directory,
     desc=desc,
     plan=plan,
+    schedule=schedule,
   )
   return graphdef, state, checkpoint.read_metadata(directory).get("total_seconds")
 
@@ -385,7 +391,10 @@ _RECIPE = (
 
 
 def _recipe(config: ExperimentConfig) -> dict:
-  return {name: getattr(config, name) for name in _RECIPE}
+  recipe = {name: getattr(config, name) for name in _RECIPE}
+  if config.original_schedule != "cosine":  # out directories of the default predate the field
+    recipe["original_schedule"] = config.original_schedule
+  return recipe
 
 
 def _check_recipe(out: pathlib.Path, config: ExperimentConfig, *, record: bool) -> None:
@@ -460,7 +469,7 @@ def run_tables(
     for _, out in tables:
       (out / "runs").mkdir(parents=True, exist_ok=True)
     graphdef, original, seconds = pretrain(
-      config, setting.pool, models / "original", 0, "original", plan
+      config, setting.pool, models / "original", 0, "original", plan, config.original_schedule
     )
     wall = {"pretraining": seconds}
   splits, walls = {}, {}

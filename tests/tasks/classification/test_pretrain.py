@@ -53,6 +53,16 @@ def test_cosine_epoch_schedule_rejects_empty_runs():
     train.cosine_epoch_schedule(0.1, epochs=0, steps_per_epoch=3)
 
 
+def test_the_reference_schedule_has_a_20_epoch_period():
+  schedule = train.reference_epoch_schedule(0.1, steps_per_epoch=5)
+  # 0 in epoch 0, the peak at 10, 0 again at 20, near the peak in the last of 30 epochs.
+  for epoch, lr in ((0, 0.0), (5, 0.05), (10, 0.1), (20, 0.0), (29, 0.1 * (1 + 0.9510565) / 2)):
+    for step in (5 * epoch, 5 * epoch + 4):
+      np.testing.assert_allclose(schedule(jnp.int32(step)), lr, rtol=1e-5, atol=1e-9)
+  with pytest.raises(ValueError, match="Unknown schedule 'linear'"):
+    train.train_classifier(None, _halves(), epochs=1, schedule="linear")
+
+
 def test_resumed_training_is_bit_identical(model, tmp_path, monkeypatch):
   data = _halves()
   kwargs = dict(batch_size=16, lr=0.05, seed=3, augment=True, progress=False)

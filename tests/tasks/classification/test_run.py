@@ -166,6 +166,8 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
   assert json.loads((tmp_path / "experiment.json").read_text())["width"] == 2
   with pytest.raises(ValueError, match="another setting, model or pretraining"):
     run_table(dataclasses.replace(tiny, width=4), tmp_path)
+  with pytest.raises(ValueError, match="another setting, model or pretraining"):
+    run_table(dataclasses.replace(tiny, original_schedule="reference"), tmp_path)
 
   # Other hyper-parameters under the same out directory are refused instead of silently reused.
   with pytest.raises(ValueError, match="other hyper-parameters"):

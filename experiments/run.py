@@ -131,7 +131,7 @@ def main(argv=None):
   if args.selection_seeds and not args.sweep:
     parser.error("--selection-seeds: the seeds of a --sweep")
   try:
-    plan = _plan(args.mesh, args.zero1)
+    plan = _plan(args.mesh, args.zero1, args.vmap)
   except ValueError as error:
     parser.error(str(error))
   optimizers = tuple(args.optimizers or config.optimizers)
@@ -140,6 +140,8 @@ def main(argv=None):
   except ValueError as error:
     parser.error(str(error))
   if isinstance(config, TofuConfig):
+    if grid and config.unlearn is None:
+      parser.error(f"--sweep: the config {args.config} has no unlearning recipe")
     try:
       config = dataclasses.replace(
         config,
@@ -207,10 +209,13 @@ def main(argv=None):
   print(f"\nResults written under {out}")
 
 
-def _plan(mesh: str | None, zero1: bool) -> MeshPlan | None:
-  """The `MeshPlan` of ``--mesh`` (default: every device on data); None on a single device."""
+def _plan(mesh: str | None, zero1: bool, vmap: bool = False) -> MeshPlan | None:
+  """The `MeshPlan` of ``--mesh`` (default: every device on data); None on a single device and
+  with ``--vmap`` (stacked runs use one device)."""
+  if vmap and (mesh or zero1):
+    raise ValueError("--vmap runs the stacked runs on one device: leave out --mesh and --zero1.")
   sizes = parse_mesh(mesh) if mesh else {}
-  if not sizes and jax.device_count() == 1:
+  if vmap or (not sizes and jax.device_count() == 1):
     if zero1:
       raise ValueError("--zero1 needs several devices.")
     return None

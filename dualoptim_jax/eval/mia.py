@@ -131,11 +131,14 @@ def best_threshold(members, nonmembers) -> tuple[float, float]:
 
 
 def privleak(auc: float, reference_auc: float) -> float:
-  """The signed relative difference :math:`100 (\\mathrm{AUC} - \\mathrm{AUC}_{ref}) /
-  \\mathrm{AUC}_{ref}` of a forget-vs-holdout AUC to the retrained model's (open-unlearning's
-  ``privleak``, MUSE's PrivLeak): positive when forget samples still look more like members than
-  under retraining (under-unlearning), negative when less (over-unlearning)."""
-  return 100.0 * (auc - reference_auc) / reference_auc
+  r"""MUSE's PrivLeak (open-unlearning's ``privleak``) of a forget-vs-holdout AUC against the
+  retrained model's: with MUSE's AUC orientation :math:`1 - \mathrm{AUC}`,
+  :math:`100 ((1 - \mathrm{AUC}) - (1 - \mathrm{AUC}_{ref})) / (1 - \mathrm{AUC}_{ref})`. Negative
+  when forget samples still look more like members than under retraining (under-unlearning),
+  positive when less (over-unlearning), 0 at the retrained model."""
+  if reference_auc >= 1:
+    return float("nan")  # the retrained model separates perfectly: no relative difference
+  return 100.0 * ((1 - auc) - (1 - reference_auc)) / (1 - reference_auc)
 
 
 def unlearning_attacks(

@@ -122,10 +122,12 @@ def test_unlearning_attacks_tell_a_remembered_forget_set_from_a_forgotten_one():
   assert forgotten["tnr@fnr=0.001"] is None  # 0.001 x 1000 forget samples = 1 < 10
 
 
-def test_privleak_sign_tells_under_from_over_unlearning():
-  assert mia.privleak(0.6, 0.5) == pytest.approx(20.0)  # forget set still looks like members
-  assert mia.privleak(0.4, 0.5) == pytest.approx(-20.0)  # less member-like than under retraining
-  assert mia.privleak(0.5, 0.5) == 0.0
+def test_privleak_is_muses_and_its_sign_tells_under_from_over_unlearning():
+  # MUSE orientation: 1 - AUC. Retrained 0.5 -> 0.5; a remembering model 0.75 -> 0.25.
+  assert mia.privleak(0.75, 0.5) == pytest.approx(-50.0)  # under-unlearning
+  assert mia.privleak(0.25, 0.5) == pytest.approx(50.0)  # over-unlearning
+  assert mia.privleak(0.6, 0.6) == 0.0
+  assert mia.privleak(1.0, 0.6) == pytest.approx(-100.0)  # the forget set fully exposed
 
 
 def test_bad_input_is_refused():

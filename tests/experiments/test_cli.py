@@ -108,6 +108,7 @@ def test_sweep_flags_give_each_optimizer_its_grid(monkeypatch):
     (["--mesh", "data=2,model=2"], "Bad mesh"),
     (["--mesh", "data=4"], "needs 4 devices; there are 1"),
     (["--zero1"], "--zero1 needs several devices"),
+    (["--vmap", "--mesh", "data=1"], "--vmap runs the stacked runs on one device"),
     (["--config", "tofu_mini", "--vmap"], "--vmap: not an option of the config tofu_mini"),
   ],
 )

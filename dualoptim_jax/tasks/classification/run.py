@@ -26,6 +26,7 @@ from dualoptim_jax.data import ArrayDataset, UnlearningSplit, load_setting
 from dualoptim_jax.models import ResNet18
 from dualoptim_jax.tasks.classification.methods import (
   METHODS,
+  OPTIMIZERS,
   Method,
   UnlearnConfig,
   hyperparameters,
@@ -82,6 +83,13 @@ class ExperimentConfig:
 
   def __post_init__(self):
     object.__setattr__(self, "forget_lr", dict(self.forget_lr))  # a copy of its own
+    for key in self.forget_lr:
+      method, _, optimizer = key.rpartition("/")
+      if optimizer not in OPTIMIZERS or (method and method not in METHODS):
+        raise ValueError(
+          f"Config {self.name!r}: forget_lr key {key!r} is not OPTIMIZER or METHOD/OPTIMIZER "
+          f"(methods {sorted(METHODS)}, optimizers {list(OPTIMIZERS)})."
+        )
     missing = [
       f"{m.name}/{o}"
       for m in self.methods
@@ -347,7 +355,7 @@ def write_table(out: pathlib.Path, config: ExperimentConfig) -> str:
     table += (
       "\nMembership inference, forget vs test (each score's AUC with its gap to RT's over all its "
       "seeds; the loss "
-      "attack's PrivLeak to RT, positive when the forget set looks more like members than under "
+      "attack's PrivLeak to RT, negative when the forget set looks more like members than under "
       "retraining; `roc.png`: its ROC):\n\n"
       + E.mia.attack_table(
         {REFERENCE: [r["mia"]["attacks"] for r in reference]}
@@ -563,11 +571,12 @@ def run_sweep(
       tried = {v: gaps[v][(method.name, optimizer)] for v in sorted(grid[optimizer])}
       best = min(tried, key=tried.get)
       chosen[f"{method.name}/{optimizer}"] = best
-      edge = len(tried) > 1 and best in (min(tried), max(tried))
+      if len(tried) > 1 and len(set(tried.values())) == 1:
+        flag = " (all equal: the forget lr is not used)"  # e.g. SFRon's shared optimizers
+      else:
+        flag = " (edge)" if len(tried) > 1 and best in (min(tried), max(tried)) else ""
       cells = ", ".join(f"{v:g}: {gap:.2f}" for v, gap in tried.items())
-      lines.append(
-        f"| {method.name} | {optimizer} | {cells} | {best:g}{' (edge)' if edge else ''} |"
-      )
+      lines.append(f"| {method.name} | {optimizer} | {cells} | {best:g}{flag} |")
   E.write_text(
     out / "sweep" / "summary.md",
     f"# {config.name}: forget lr grid, Avg. Gap on seeds {list(selection)}\n\n"

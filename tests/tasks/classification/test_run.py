@@ -212,6 +212,9 @@ def test_a_config_needs_a_forget_lr_per_optimizer(tiny):
   assert config.unlearn_config("SFRon", "sgd").forget_lr == 0.01
   config = dataclasses.replace(tiny, forget_lr={"SFRon/sgd": 0.01, "SFRon/dual": 1e-3})
   assert config.unlearn_config("SFRon", "sgd").forget_lr == 0.01
+  for key in ("Salun/dual", "SalUn/duel", "duel"):  # a typo is refused, not ignored
+    with pytest.raises(ValueError, match=f"forget_lr key '{key}' is not OPTIMIZER or"):
+      dataclasses.replace(tiny, forget_lr={"sgd": 0.01, "dual": 1e-3, key: 1.0})
 
 
 def test_a_bad_data_root_leaves_no_directory_behind(tmp_path):

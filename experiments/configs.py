@@ -103,7 +103,8 @@ CONFIGS["tofu_cpu"] = TofuConfig(
   forget_lr_ratios={
     "shared": (0.3, 1.0, 3.0),
     "joint": (0.3, 1.0, 3.0),
-    **dict.fromkeys(("dual", "plus", "plus8"), (1.0, 3.0, 10.0)),
+    **dict.fromkeys(("dual", "plus"), (1.0, 3.0, 10.0)),
+    "plus8": "plus",  # 8-bit DualOptim+ runs at 32-bit DualOptim+'s chosen ratio
   },
   tasks=(1, 2, 3),
 )

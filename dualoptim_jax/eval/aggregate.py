@@ -14,6 +14,7 @@ A run is a flat JSON object holding at least the metrics, e.g. ``{"method": "Sal
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import pathlib
@@ -184,6 +185,22 @@ def _to_json(x):
   raise TypeError(f"Object of type {type(x).__name__} is not JSON serializable.")
 
 
+def _write_atomic(path, data: bytes) -> None:
+  """Writes ``data`` to ``path`` atomically (temporary file, then rename), creating its folder."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as fp:
+      fp.write(data)
+      fp.flush()
+      os.fsync(fp.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
 @main_process_writes
 def write_text(path, text: str) -> None:
   """Writes ``text`` to ``path`` atomically (temporary file, then rename), creating its folder.
@@ -191,18 +208,15 @@ def write_text(path, text: str) -> None:
   A reader sees either the previous file or the complete new one, never a partial write. With
   several processes, process 0 writes (`core.distributed`).
   """
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as fp:
-      fp.write(text)
-      fp.flush()
-      os.fsync(fp.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  _write_atomic(path, text.encode())
+
+
+@main_process_writes
+def save_arrays(path, arrays: Mapping[str, np.ndarray]) -> None:
+  """Writes ``arrays`` to ``path`` as a compressed ``.npz``, atomically, by process 0."""
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **arrays)
+  _write_atomic(path, buffer.getvalue())
 
 
 def save_run_json(path, run: Mapping) -> None:

@@ -157,7 +157,8 @@ def evaluate(
   attacks: bool = False,
 ) -> dict:
   """`unlearning_metrics` of the model ``(graphdef, state)`` on ``split``; with ``attacks``, its
-  `attack_report` too, under ``"mia"``."""
+  `attack_report` too, under ``"mia"``, and under ``"scores"`` the logit-scaled confidence of
+  every forget and test sample (float32 arrays, in set order) for the reference-model attacks."""
 
   def logits(dataset):
     return predict_logits(
@@ -167,4 +168,10 @@ def evaluate(
 
   sets = logits(split.forget), logits(split.retain), logits(split.test)
   metrics = unlearning_metrics(*sets)
-  return {**metrics, "mia": attack_report(*sets)} if attacks else metrics
+  if not attacks:
+    return metrics
+  scores = {
+    name: mia.membership_scores(*data)["logit_confidence"].astype(np.float32)
+    for name, data in (("forget", sets[0]), ("test", sets[2]))
+  }
+  return {**metrics, "mia": attack_report(*sets), "scores": scores}

@@ -198,8 +198,14 @@ class _Run:
     return self.config.unlearn_config(self.method.name, self.optimizer)
 
 
+def _write_run(path: pathlib.Path, run: dict) -> None:
+  """Writes the run's JSON and, beside it as ``<name>.npz``, its per-sample ``scores``."""
+  E.save_arrays(path.with_suffix(".npz"), run.pop("scores"))
+  E.save_run_json(path, run)
+
+
 def _save_run(run: _Run, metrics: dict, curve: list, seconds: dict) -> None:
-  E.save_run_json(
+  _write_run(
     _run_path(run.out, run.method.name, run.optimizer, run.seed),
     {
       "config": run.config.name,
@@ -492,7 +498,7 @@ def run_tables(
       for name, state in ((REFERENCE, retrained), (ORIGINAL, original)):
         path = _run_path(out, name, None, seed)
         if not path.exists():
-          E.save_run_json(
+          _write_run(
             path,
             {
               "config": table_config.name,

@@ -7,7 +7,8 @@ For a `TofuConfig` with ``unlearn`` set, `run_unlearning`:
 2. on the selection task (the first of ``config.repeats``) runs each method and optimizer at every
    ratio of ``forget_lr_ratios``, extends the grid by one step of the 1-3-10 ladder while the
    best ratio sits at an edge (up to ``widen`` times per edge), and picks the ratio with the
-   highest Avg = (MU + UFE) / 2; on the other tasks runs that ratio only;
+   highest Avg = (MU + UFE) / 2 (an optimizer that takes another's ratio, `ratio_source`, runs
+   at that one); on the other tasks runs that ratio only;
 3. scores every run after each epoch on the first ``curve_size`` questions of each evaluation set
    (the curve; point 0 is the target model) and at the end on the full sets;
 4. writes ``unlearn/runs/<method>-<optimizer>-r<ratio>-task<k>.json`` per run (scores, curve,
@@ -271,6 +272,10 @@ def run_unlearning(
       if k != selection:
         run(chosen[method, optimizer])
         continue
+      if (source := config.ratio_source(optimizer)) is not None:
+        chosen[method, optimizer] = chosen[method, source]
+        run(chosen[method, optimizer])
+        continue
       grid = {r: run(r) for r in config.ratios(optimizer)}
       extended = {True: 0, False: 0}  # upwards, downwards
       while len(grid) > 1 and (best := best_ratio(list(grid.values()))) in (min(grid), max(grid)):
@@ -379,8 +384,10 @@ def write_table(config: TofuConfig, out: pathlib.Path, chosen: dict, references:
       mark = "*" if r == ratio else ""
       score = "-" if run is None else f"{run['Avg']:.3f}{mark} ({run['MU']:.2f}, {run['UFE']:.2f})"
       cells.append(f"{r:g}: {score}")
-    edge = " edge" if len(ratios) > 1 and ratio in (ratios[0], ratios[-1]) else ""
-    lines.append(f"| {method} | {optimizer}{edge} | " + "; ".join(cells) + " |")
+    source = config.ratio_source(optimizer)
+    edge = " edge" if len(ratios) > 1 and ratio in (ratios[0], ratios[-1]) and not source else ""
+    taken = f" ({source}'s ratio, not gridded)" if source else ""
+    lines.append(f"| {method} | {optimizer}{edge}{taken} | " + "; ".join(cells) + " |")
   table = "\n".join(lines) + "\n"
   E.write_text(root / "table.md", table)
   E.save_run_json(

@@ -64,7 +64,9 @@ class TofuConfig:
     optimizers: among ``tasks.llm.unlearn.OPTIMIZERS``.
     forget_lr_ratios: the forget learning rates (over ``unlearn.lr``) gridded on the selection
       task, the first of ``tasks``, for every optimizer or per optimizer (a dict); the other tasks
-      run each method and optimizer's best ratio.
+      run each method and optimizer's best ratio. A dict entry may instead name an optimizer
+      listed before it: that optimizer's chosen ratio is then taken, not gridded again (e.g.
+      8-bit DualOptim+ at 32-bit DualOptim+'s, so that the two differ in precision only).
     tasks: the repeats (tasks of the split); None: ``(task,)``.
     curve_size: the questions per evaluation set scored after every unlearning epoch.
     widen: how many times a grid is extended past each edge while its best ratio sits there
@@ -90,7 +92,7 @@ class TofuConfig:
   unlearn: UnlearnConfig | None = None
   methods: tuple[str, ...] = ("ME+GD", "IDK+AP", "GA+GD", "NPO+GD")
   optimizers: tuple[str, ...] = ("shared", "dual", "plus", "plus8")
-  forget_lr_ratios: tuple[float, ...] | dict[str, tuple[float, ...]] = (1.0,)
+  forget_lr_ratios: tuple[float, ...] | dict[str, tuple[float, ...] | str] = (1.0,)
   tasks: tuple[int, ...] | None = None
   curve_size: int = 100
   widen: int = 2
@@ -103,7 +105,15 @@ class TofuConfig:
       parse_method(method)
     if set(self.optimizers) - set(OPTIMIZERS):
       raise ValueError(f"Unknown optimizers in {self.optimizers}; known: {', '.join(OPTIMIZERS)}.")
-    for optimizer in self.optimizers:
+    for i, optimizer in enumerate(self.optimizers):
+      source = self.ratio_source(optimizer)
+      if source is not None:
+        if source not in self.optimizers[:i] or self.ratio_source(source) is not None:
+          raise ValueError(
+            f"{optimizer} takes the forget lr ratio chosen for {source!r}, which must be an "
+            f"optimizer with a grid of its own listed before it in optimizers {self.optimizers}."
+          )
+        continue
       ratios = self.ratios(optimizer)
       if not ratios or min(ratios) <= 0:
         raise ValueError(f"{optimizer}'s forget_lr_ratios must be positive, got {ratios}.")
@@ -115,9 +125,17 @@ class TofuConfig:
       raise ValueError(f"curve_size must be positive, got {self.curve_size}.")
 
   def ratios(self, optimizer: str) -> tuple[float, ...]:
-    """The forget learning-rate ratios gridded for ``optimizer``."""
+    """The forget learning-rate ratios gridded for ``optimizer`` (none if it takes another's)."""
     grid = self.forget_lr_ratios
+    if self.ratio_source(optimizer) is not None:
+      return ()
     return tuple(grid.get(optimizer, ()) if isinstance(grid, dict) else grid)
+
+  def ratio_source(self, optimizer: str) -> str | None:
+    """The optimizer whose chosen ratio ``optimizer`` takes, or None if it has its own grid."""
+    grid = self.forget_lr_ratios
+    source = grid.get(optimizer) if isinstance(grid, dict) else None
+    return source if isinstance(source, str) else None
 
   @property
   def repeats(self) -> tuple[int, ...]:

@@ -73,13 +73,16 @@ def test_run_writes_runs_table_and_plot_then_skips_finished_work(tiny, tmp_path,
   )
   run_table(tiny, tmp_path)
   names = sorted(p.name for p in (tmp_path / "runs").iterdir())
-  assert names == [
-    "Original-seed1.json",
-    "RT-seed1.json",
-    "SFRon-dual-seed1.json",
-    "SFRon-sgd-seed1.json",
-  ]
+  runs = ["Original-seed1", "RT-seed1", "SFRon-dual-seed1", "SFRon-sgd-seed1"]
+  assert names == sorted(f"{run}.{kind}" for run in runs for kind in ("json", "npz"))
   result = json.loads((tmp_path / "runs" / "SFRon-dual-seed1.json").read_text())
+  # Beside each JSON, the per-sample scores the reference-model attacks read: the same
+  # forget-vs-test AUC as the JSON's logit-scaled-confidence attack.
+  with np.load(tmp_path / "runs" / "SFRon-dual-seed1.npz") as scores:
+    assert scores["forget"].shape == (8,) and scores["forget"].dtype == np.float32
+    assert scores["test"].shape == (40,)  # the synthetic setting's sets
+    auc = E.mia.roc_auc(scores["forget"], scores["test"])
+  assert auc == pytest.approx(result["mia"]["attacks"]["logit_confidence"]["auc"], abs=1e-6)
   assert {"UA", "RA", "TA", "MIA"} <= result.keys()
   assert len(result["curve"]) == 2  # SFRon is tracked every epoch
   assert result["hyperparameters"] == {

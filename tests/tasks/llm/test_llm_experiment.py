@@ -72,25 +72,19 @@ def test_the_table_grids_on_the_first_task_and_repeats_the_winner(tmp_path, monk
     experiment.run_unlearning(other, tmp_path, progress=False)
 
 
-@pytest.mark.parametrize(
-  ("peak", "grid", "ran"),
-  [
-    (0.5, (1.0, 3.0, 10.0), [0.1, 0.3, 1, 3, 10]),  # 0.3 beats 1, 0.1 does not: 0.3 is inside
-    (500.0, (1.0, 3.0, 10.0), [1, 3, 10, 30, 100]),  # two steps up, 100 still best: an edge
-    (4.0, (1.0, 3.0, 10.0), [1, 3, 10]),  # inside from the start: no widening
-  ],
-)
-def test_a_grid_widens_while_its_best_sits_at_an_edge(tmp_path, monkeypatch, peak, grid, ran):
-  """Avg peaks at ``peak`` (log scale); ``widen=2`` allows two steps per edge."""
+@pytest.fixture
+def peaked_runs(monkeypatch):
+  """Replaces the models and the runs: a run's Avg peaks at ``peaked_runs.peak`` (log scale)."""
   scores = {"MU": 0.5, "UFE": 0.5, "FQ": 0.5, "Avg": 0.5}
   report = {"results": {role: {"scores": scores} for role in experiment.ROLES}}
   examples = types.SimpleNamespace(examples=[None] * 40)
   task = types.SimpleNamespace(fingerprint="t", report=report, forget=examples, retain=examples)
   monkeypatch.setattr(experiment, "_Task", lambda *args: task)
   point = {m.name: 0.5 for m in experiment.CURVE_METRICS}
+  state = types.SimpleNamespace(peak=1.0)
 
   def fake_run(config, task, method, optimizer, ratio, path):
-    avg = -abs(math.log(ratio / peak))
+    avg = -abs(math.log(ratio / state.peak))
     experiment.E.save_run_json(
       path,
       {
@@ -109,13 +103,54 @@ def test_a_grid_widens_while_its_best_sits_at_an_edge(tmp_path, monkeypatch, pea
     )
 
   monkeypatch.setattr(experiment, "run_one", fake_run)
+  return state
+
+
+def _ran(tmp_path, task):
+  return sorted(p.stem for p in (tmp_path / "unlearn" / "runs").glob(f"*task{task}.json"))
+
+
+@pytest.mark.parametrize(
+  ("peak", "grid", "ran"),
+  [
+    (0.5, (1.0, 3.0, 10.0), [0.1, 0.3, 1, 3, 10]),  # 0.3 beats 1, 0.1 does not: 0.3 is inside
+    (500.0, (1.0, 3.0, 10.0), [1, 3, 10, 30, 100]),  # two steps up, 100 still best: an edge
+    (4.0, (1.0, 3.0, 10.0), [1, 3, 10]),  # inside from the start: no widening
+  ],
+)
+def test_a_grid_widens_while_its_best_sits_at_an_edge(tmp_path, peaked_runs, peak, grid, ran):
+  """``widen=2`` allows two steps per edge."""
+  peaked_runs.peak = peak
   config = dataclasses.replace(CONFIG, forget_lr_ratios={"dual": grid}, widen=2)
   table = experiment.run_unlearning(config, tmp_path, progress=False)
-  names = sorted(p.stem for p in (tmp_path / "unlearn" / "runs").glob("*task1.json"))
-  assert names == sorted(f"NPO+GD-dual-r{r:g}-task1" for r in ran)
+  assert _ran(tmp_path, 1) == sorted(f"NPO+GD-dual-r{r:g}-task1" for r in ran)
   best = min(ran, key=lambda r: abs(math.log(r / peak)))
-  assert [p.stem for p in (tmp_path / "unlearn" / "runs").glob("*task2.json")] == [
-    f"NPO+GD-dual-r{best:g}-task2"
-  ]
+  assert _ran(tmp_path, 2) == [f"NPO+GD-dual-r{best:g}-task2"]
   assert ("dual edge |" in table) == (best in (min(ran), max(ran)))
   assert all(f"; {r:g}: " in table or f"| {r:g}: " in table for r in ran)  # the grid row
+
+
+def test_an_optimizer_can_take_anothers_chosen_ratio(tmp_path, peaked_runs):
+  peaked_runs.peak = 3.0
+  config = dataclasses.replace(
+    CONFIG,
+    optimizers=("plus", "plus8"),
+    forget_lr_ratios={"plus": (1.0, 3.0, 10.0), "plus8": "plus"},
+  )
+  table = experiment.run_unlearning(config, tmp_path, progress=False)
+  for task in (1, 2):
+    assert [n for n in _ran(tmp_path, task) if "plus8" in n] == [f"NPO+GD-plus8-r3-task{task}"]
+  assert len(_ran(tmp_path, 1)) == 4  # plus: 1, 3, 10; plus8: 3 only
+  assert "| NPO+GD | plus8 (plus's ratio, not gridded) | 3: " in table
+
+
+@pytest.mark.parametrize(
+  "optimizers", [("plus8", "plus"), ("dual", "plus8")], ids=["listed after", "not listed"]
+)
+def test_a_taken_ratio_must_come_from_a_gridded_optimizer_before_it(optimizers):
+  with pytest.raises(ValueError, match="plus8 takes the forget lr ratio chosen for 'plus'"):
+    dataclasses.replace(
+      CONFIG,
+      optimizers=optimizers,
+      forget_lr_ratios={"plus": (1.0,), "dual": (1.0,), "plus8": "plus"},
+    )

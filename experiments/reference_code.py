@@ -15,7 +15,8 @@ Three sub-commands, in two environments:
       --out DIR
   # an environment with torch and scikit-learn: pretraining (the reference's per-epoch rate,
   # lr_e = lr (1 + cos(pi (e - 10) / 10)) / 2), then RT and RL (sgd, dual) from its final and from
-  # its best-test-accuracy epoch; writes DIR/reference.json
+  # its best-test-accuracy epoch; writes DIR/reference.json after every stage and resumes
+  # from it (and from DIR/pretraining.pt, the last finished pretraining epoch)
   TORCH_PYTHON experiments/reference_code.py run --reference REPO --data DIR/data.npz --out DIR
   # the project's environment: the same summaries of the project's trained models
   .venv/bin/python -m experiments.reference_code ours --config fashion_mnist_small_refschedule \
@@ -298,15 +299,19 @@ def run(args) -> None:
     ref.utils.setup_seed(recipe["seed"])
     return _narrow_resnet18(ref, recipe["width"], 10, arrays["mean"], arrays["std"])
 
-  report = {"recipe": recipe, "epochs": [], "models": {}, "seconds": {}}
   out = pathlib.Path(args.out)
+  saved, resume = out / "reference.json", out / "pretraining.pt"
+  report = {"recipe": recipe, "epochs": [], "models": {}, "seconds": {}}
+  if saved.is_file():  # a stopped run: keep its finished stages
+    report = json.loads(saved.read_text())
+    if report["recipe"] != json.loads(json.dumps(recipe)):
+      raise SystemExit(f"{saved} holds a run of another recipe; use another --out.")
 
   def save(key=None):  # after every stage, so that a stopped run keeps what it finished
     if key is not None:
       print(key, {m: round(report["models"][key][m], 2) for m in ("UA", "RA", "TA", "MIA")})
-    (out / "reference.json").write_text(json.dumps(report, indent=1))
+    saved.write_text(json.dumps(report, indent=1))
 
-  started = time.time()
   model = new_model()
   optimizer = torch.optim.SGD(
     model.parameters(),
@@ -314,33 +319,41 @@ def run(args) -> None:
     momentum=recipe["momentum"],
     weight_decay=recipe["weight_decay"],
   )
+  done, best, best_acc, seconds = 0, None, -1.0, 0.0
+  if resume.is_file():  # pretraining resumes after its last finished epoch
+    state = torch.load(resume, weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    done, best, best_acc, seconds = (
+      state["epoch"],
+      state["best"],
+      state["best_acc"],
+      state["seconds"],
+    )
+    report["epochs"] = report["epochs"][:done]
   criterion, train_loader, test_loader = (
     _RecordingLoss(),
     loader("pool", True),
     loader("test", False),
   )
-  best, best_acc = None, -1.0
-  for epoch in range(recipe["epochs"]):
+  for epoch in range(done, recipe["epochs"]):
+    started = time.time()
     lr = recipe["lr"] * (1 + np.cos(np.pi * (epoch - 10) / 10)) / 2  # main_train.py's rate
     for group in optimizer.param_groups:
       group["lr"] = lr
     train_acc = float(ref.train(train_loader, model, criterion, optimizer, epoch, base))
     test_acc = float(ref.validate(test_loader, model, torch.nn.CrossEntropyLoss(), base))
-    report["epochs"].append(
-      {
-        "epoch": epoch + 1,
-        "lr": lr,
-        "loss": criterion.take(),
-        "train_acc": train_acc,
-        "test_acc": test_acc,
-      }
-    )
+    row = {"epoch": epoch + 1, "lr": lr, "loss": criterion.take()}
+    report["epochs"].append({**row, "train_acc": train_acc, "test_acc": test_acc})
     print(report["epochs"][-1], flush=True)
     if test_acc > best_acc:
       best, best_acc = copy.deepcopy(model.state_dict()), test_acc
-  report["seconds"]["pretraining"] = time.time() - started
-  save()
-  originals = {"final": copy.deepcopy(model.state_dict()), "best": best}
+    seconds += time.time() - started
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best}
+    torch.save({**state, "epoch": epoch + 1, "best_acc": best_acc, "seconds": seconds}, resume)
+    save()
+  report["seconds"]["pretraining"] = seconds
+  originals = {"final": model.state_dict(), "best": best}
   report["best_epoch"] = 1 + int(np.argmax([e["test_acc"] for e in report["epochs"]]))
 
   def unlearned(name, optim, forget_lr, retain_lr, epochs, start):
@@ -361,21 +374,24 @@ def run(args) -> None:
     return model, time.time() - began
 
   for label, state in originals.items():
-    model = new_model()
-    model.load_state_dict(state)
-    report["models"][f"original ({label})"] = summary(model)
-    save(f"original ({label})")
-  model, seconds = unlearned("retrain", "sgd", recipe["lr"], recipe["lr"], recipe["epochs"], None)
-  report["models"]["RT"], report["seconds"]["RT"] = summary(model), seconds
-  save("RT")
+    if f"original ({label})" not in report["models"]:
+      model = new_model()
+      model.load_state_dict(state)
+      report["models"][f"original ({label})"] = summary(model)
+      save(f"original ({label})")
+  if "RT" not in report["models"]:
+    model, seconds = unlearned("retrain", "sgd", recipe["lr"], recipe["lr"], recipe["epochs"], None)
+    report["models"]["RT"], report["seconds"]["RT"] = summary(model), seconds
+    save("RT")
   for label, state in originals.items():
     for optim, forget_lr in recipe["forget_lr"].items():
-      model, seconds = unlearned(
-        "RL", optim, forget_lr, recipe["retain_lr"], recipe["unlearn_epochs"], state
-      )
       key = f"RL {optim} ({label})"
-      report["models"][key], report["seconds"][key] = summary(model), seconds
-      save(key)
+      if key not in report["models"]:
+        model, seconds = unlearned(
+          "RL", optim, forget_lr, recipe["retain_lr"], recipe["unlearn_epochs"], state
+        )
+        report["models"][key], report["seconds"][key] = summary(model), seconds
+        save(key)
   print(f"wrote {out / 'reference.json'}")
 
 

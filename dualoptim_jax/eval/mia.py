@@ -20,6 +20,8 @@ resolved only where :math:`\alpha |N|` is at least ``min_count`` (about 10) non-
 TNR at FNR :math:`\le \alpha` only where :math:`\alpha |M|` is; otherwise it is None.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.stats
 
@@ -162,17 +164,25 @@ def unlearning_attacks(
   for name in forget:
     threshold, _ = best_threshold(retain[name], test[name])
     f, t = forget[name], test[name]
-    result = {
+    results[name] = {
       "forget_member_rate": float(np.mean(np.asarray(f) >= threshold)),
       "transfer_balanced_accuracy": balanced_accuracy(f, t, threshold),
-      "auc": roc_auc(f, t),
-      "best_balanced_accuracy": best_threshold(f, t)[1],
+      **audit(f, t, min_count),
     }
-    for rate in LOW_RATES:
-      result[f"tpr@fpr={rate:g}"] = tpr_at_fpr(f, t, rate, min_count)
-      result[f"tnr@fnr={rate:g}"] = tnr_at_fnr(f, t, rate, min_count)
-    results[name] = result
   return results
+
+
+def audit(members, nonmembers, min_count: int = 10) -> dict[str, float | None]:
+  """The audit view of two sets' scores: ``auc``, ``best_balanced_accuracy``, and
+  ``tpr@fpr=<a>`` / ``tnr@fnr=<a>`` for each rate of `LOW_RATES` (None where not resolved)."""
+  result = {
+    "auc": roc_auc(members, nonmembers),
+    "best_balanced_accuracy": best_threshold(members, nonmembers)[1],
+  }
+  for rate in LOW_RATES:
+    result[f"tpr@fpr={rate:g}"] = tpr_at_fpr(members, nonmembers, rate, min_count)
+    result[f"tnr@fnr={rate:g}"] = tnr_at_fnr(members, nonmembers, rate, min_count)
+  return result
 
 
 ROC_FPRS = tuple(np.logspace(-4, 0, 41).tolist())  # where a run's ROC is kept, for plots
@@ -185,15 +195,19 @@ def roc_at(members, nonmembers, fprs=ROC_FPRS) -> list[float]:
 
 
 def attack_table(
-  rows: dict[str, list[dict]], reference: list[dict], score: str = "loss", digits: int = 3
+  rows: dict[str, list[dict]],
+  reference: list[dict],
+  score: str = "loss",
+  digits: int = 3,
+  names: Sequence[str] = SCORES,
 ) -> str:
-  """A Markdown table of the attacks of each row's runs (each a `unlearning_attacks` dict),
-  mean ± population std over runs.
+  """A Markdown table of the attacks of each row's runs (each a dict of `unlearning_attacks` or
+  of `audit` results per attack of ``names``), mean ± population std over runs.
 
-  Columns: forget-vs-test AUC of every score with its gap to the reference's mean AUC in
+  Columns: forget-vs-test AUC of every attack with its gap to the reference's mean AUC in
   parentheses; then, for ``score``: privleak (of the mean AUCs), the audit's best balanced
-  accuracy, TPR at FPR 1% and TNR at FNR 1% (n/a where not resolved), and the transfer attack's
-  forget member rate.
+  accuracy, TPR at FPR 1% and TNR at FNR 1% (n/a where not resolved), and, where the runs have
+  it, the transfer attack's forget member rate.
   """
 
   def cell(values, gap_to=None):
@@ -207,16 +221,19 @@ def attack_table(
   def column(runs, name, metric):
     return [run[name][metric] for run in runs]
 
-  reference_auc = {name: float(np.mean(column(reference, name, "auc"))) for name in SCORES}
-  header = [f"AUC {name}" for name in SCORES]
+  reference_auc = {name: float(np.mean(column(reference, name, "auc"))) for name in names}
+  metrics = ["best_balanced_accuracy", "tpr@fpr=0.01", "tnr@fnr=0.01"]
+  header = [f"AUC {name}" for name in names]
   header += [f"PrivLeak % ({score})", "best bal. acc.", "TPR@FPR=1%", "TNR@FNR=1%"]
-  header += ["forget member rate"]
+  if "forget_member_rate" in reference[0][score]:
+    metrics.append("forget_member_rate")
+    header.append("forget member rate")
   lines = ["| Method | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
   for label, runs in rows.items():
-    cells = [cell(column(runs, name, "auc"), reference_auc[name]) for name in SCORES]
+    cells = [cell(column(runs, name, "auc"), reference_auc[name]) for name in names]
     auc = float(np.mean(column(runs, score, "auc")))
     cells.append(f"{privleak(auc, reference_auc[score]):+.1f}")
-    for metric in ("best_balanced_accuracy", "tpr@fpr=0.01", "tnr@fnr=0.01", "forget_member_rate"):
+    for metric in metrics:
       cells.append(cell(column(runs, score, metric)))
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"

@@ -64,9 +64,10 @@ class TofuConfig:
     optimizers: among ``tasks.llm.unlearn.OPTIMIZERS``.
     forget_lr_ratios: the forget learning rates (over ``unlearn.lr``) gridded on the selection
       task, the first of ``tasks``, for every optimizer or per optimizer (a dict); the other tasks
-      run each method and optimizer's best ratio. A dict entry may instead name an optimizer
-      listed before it: that optimizer's chosen ratio is then taken, not gridded again (e.g.
-      8-bit DualOptim+ at 32-bit DualOptim+'s, so that the two differ in precision only).
+      run each method and optimizer's best ratio. A dict entry may instead name another
+      optimizer with a grid: when that one runs too (listed before), its chosen ratio is taken,
+      not gridded again (e.g. 8-bit DualOptim+ at 32-bit DualOptim+'s, so that the two differ in
+      precision only); when it does not, its grid is gridded.
     tasks: the repeats (tasks of the split); None: ``(task,)``.
     curve_size: the questions per evaluation set scored after every unlearning epoch.
     widen: how many times a grid is extended past each edge while its best ratio sits there
@@ -106,13 +107,15 @@ class TofuConfig:
     if set(self.optimizers) - set(OPTIMIZERS):
       raise ValueError(f"Unknown optimizers in {self.optimizers}; known: {', '.join(OPTIMIZERS)}.")
     for i, optimizer in enumerate(self.optimizers):
-      source = self.ratio_source(optimizer)
-      if source is not None:
-        if source not in self.optimizers[:i] or self.ratio_source(source) is not None:
-          raise ValueError(
-            f"{optimizer} takes the forget lr ratio chosen for {source!r}, which must be an "
-            f"optimizer with a grid of its own listed before it in optimizers {self.optimizers}."
-          )
+      source = self._named(optimizer)
+      if source is not None and (
+        isinstance(self._named(source), str) or source in self.optimizers[i + 1 :]
+      ):
+        raise ValueError(
+          f"{optimizer} takes the forget lr ratio chosen for {source!r}, which must be an "
+          f"optimizer with a grid of its own, listed before {optimizer} if it runs too."
+        )
+      if self.ratio_source(optimizer) is not None:
         continue
       ratios = self.ratios(optimizer)
       if not ratios or min(ratios) <= 0:
@@ -124,18 +127,25 @@ class TofuConfig:
     if self.curve_size < 1:
       raise ValueError(f"curve_size must be positive, got {self.curve_size}.")
 
-  def ratios(self, optimizer: str) -> tuple[float, ...]:
-    """The forget learning-rate ratios gridded for ``optimizer`` (none if it takes another's)."""
+  def _named(self, optimizer: str) -> str | None:
+    """The optimizer that ``optimizer``'s dict entry names, if it names one."""
     grid = self.forget_lr_ratios
-    if self.ratio_source(optimizer) is not None:
-      return ()
-    return tuple(grid.get(optimizer, ()) if isinstance(grid, dict) else grid)
+    entry = grid.get(optimizer) if isinstance(grid, dict) else None
+    return entry if isinstance(entry, str) else None
 
   def ratio_source(self, optimizer: str) -> str | None:
-    """The optimizer whose chosen ratio ``optimizer`` takes, or None if it has its own grid."""
+    """The optimizer (of this run) whose chosen ratio ``optimizer`` takes, or None."""
+    source = self._named(optimizer)
+    return source if source in self.optimizers else None
+
+  def ratios(self, optimizer: str) -> tuple[float, ...]:
+    """The forget learning-rate ratios gridded for ``optimizer`` (none if it takes another's)."""
+    if self.ratio_source(optimizer) is not None:
+      return ()
     grid = self.forget_lr_ratios
-    source = grid.get(optimizer) if isinstance(grid, dict) else None
-    return source if isinstance(source, str) else None
+    if not isinstance(grid, dict):
+      return tuple(grid)
+    return tuple(grid.get(self._named(optimizer) or optimizer, ()))
 
   @property
   def repeats(self) -> tuple[int, ...]:

@@ -245,6 +245,11 @@ def test_a_sweep_picks_each_pairs_lowest_gap_then_runs_every_seed(tiny, tmp_path
       assert run["hyperparameters"]["forget_lr"] == lr
   point = tmp_path / "sweep" / f"forget_lr={best:g}" / "runs" / "RL-sgd-seed1.json"
   assert point.read_text() == (tmp_path / "runs" / "RL-sgd-seed1.json").read_text()
+  with (
+    np.load(point.with_suffix(".npz")) as a,
+    np.load(tmp_path / "runs" / "RL-sgd-seed1.npz") as b,
+  ):
+    np.testing.assert_array_equal(a["forget"], b["forget"])  # its per-sample scores come along
   assert not (tmp_path / "sweep" / "forget_lr=0.1" / "runs" / "RL-sgd-seed2.json").exists()
   assert f"RL (sgd) {best:g}, RL (dual) 0.001" in table
   # Every table shares the models: one original and one retrained model per seed.

@@ -145,12 +145,13 @@ def test_an_optimizer_can_take_anothers_chosen_ratio(tmp_path, peaked_runs):
 
 
 @pytest.mark.parametrize(
-  "optimizers", [("plus8", "plus"), ("dual", "plus8")], ids=["listed after", "not listed"]
+  ("optimizers", "ratios"),
+  [
+    (("plus8", "plus"), {"plus": (1.0,), "plus8": "plus"}),  # listed after plus8
+    (("dual", "plus8"), {"dual": (1.0,), "plus": "dual", "plus8": "plus"}),  # plus has no grid
+  ],
+  ids=["listed after", "no grid of its own"],
 )
-def test_a_taken_ratio_must_come_from_a_gridded_optimizer_before_it(optimizers):
+def test_a_taken_ratio_must_come_from_a_gridded_optimizer_before_it(optimizers, ratios):
   with pytest.raises(ValueError, match="plus8 takes the forget lr ratio chosen for 'plus'"):
-    dataclasses.replace(
-      CONFIG,
-      optimizers=optimizers,
-      forget_lr_ratios={"plus": (1.0,), "dual": (1.0,), "plus8": "plus"},
-    )
+    dataclasses.replace(CONFIG, optimizers=optimizers, forget_lr_ratios=ratios)

@@ -87,6 +87,9 @@ def test_the_cli_passes_split_and_paths(monkeypatch, tmp_path):
   assert (config.repeats, config.forget_lr_ratios) == ((2, 4), (1.0, 2.0))
   cli.main([*argv, *out])  # the config's own grid, one per optimizer, and tasks
   assert (unlearned[1].ratios("dual"), unlearned[1].repeats) == ((1.0, 3.0, 10.0), (1, 2, 3))
+  # 8-bit DualOptim+ takes 32-bit DualOptim+'s chosen ratio; without it, it grids plus's values.
+  assert unlearned[1].ratios("plus8") == (1.0, 3.0, 10.0)
+  assert unlearned[1].ratio_source("plus8") is None
 
 
 def test_tofu_configs_refuse_unknown_methods_and_optimizers(capsys):

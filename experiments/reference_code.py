@@ -197,20 +197,13 @@ def _import_reference(repo: pathlib.Path):
   torch.cuda.set_device = lambda *a, **k: None
   import arg_parser
   import evaluation
-  import models
+  import models  # noqa: F401 (loads models.ResNet)
   import unlearn
   import utils
   from trainer import train, validate
 
-  return types.SimpleNamespace(
-    arg_parser=arg_parser,
-    evaluation=evaluation,
-    models=models,
-    unlearn=unlearn,
-    utils=utils,
-    train=train,
-    validate=validate,
-  )
+  namespace = {"arg_parser": arg_parser, "evaluation": evaluation, "unlearn": unlearn}
+  return types.SimpleNamespace(**namespace, utils=utils, train=train, validate=validate)
 
 
 def _narrow_resnet18(ref, width: int, num_classes: int, mean, std):

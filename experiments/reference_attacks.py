@@ -18,8 +18,9 @@ offline, using only the reference models that did not train on a sample:
 * RMIA (Zarifzadeh et al., 2024), `eval.mia.rmia`, with the test set as its population.
 
 Writes ``<out>/reference_attacks.md`` and ``.json``: per row, mean ± population std over seeds of
-each attack's AUC (gap to RT's), privleak against RT, best balanced accuracy and TPR at 1% FPR.
-Cost: one pretraining per reference model (the table's pretraining time each), then seconds.
+each attack's AUC (gap to RT's), then LiRA's privleak against RT, best balanced accuracy, TPR at
+1% FPR and TNR at 1% FNR (``.json`` has every metric of both attacks). Only runs of ``--config``
+count. Cost: one pretraining per reference model on half the pool, then seconds.
 """
 
 import argparse
@@ -61,10 +62,13 @@ def reference_scores(config, setting, directory: pathlib.Path, num_models: int) 
   keep = keep_masks(len(setting.pool), num_models)
   keep_path, cache = directory / "keep.npy", directory / "scores.npz"
   if keep_path.is_file() and not np.array_equal(np.load(keep_path), keep):
-    raise ValueError(f"{keep_path} holds other keep masks; use another --out.")
+    raise ValueError(
+      f"{keep_path} holds the keep masks of another number of reference models: rerun with "
+      f"that --models, or delete {directory} to train new ones."
+    )
   if cache.is_file():
     with np.load(cache) as saved:
-      if np.array_equal(saved["keep"], keep):
+      if np.array_equal(saved["keep"], keep) and str(saved["config"]) == config.name:
         return dict(saved)
   directory.mkdir(parents=True, exist_ok=True)
   np.save(keep_path, keep)
@@ -82,14 +86,23 @@ def reference_scores(config, setting, directory: pathlib.Path, num_models: int) 
     pool.append(logit_confidences(graphdef, state, setting.pool))
     test.append(logit_confidences(graphdef, state, setting.test))
   scores = {"keep": keep, "pool": np.stack(pool, 1), "test": np.stack(test, 1)}
+  scores["config"] = np.asarray(config.name)
   E.save_arrays(cache, scores)
   return scores
 
 
 def attack_run(target: dict, references: dict, forget_indices: np.ndarray) -> dict:
   """`eval.mia.audit` of LiRA and RMIA, forget (members) vs test (non-members), for one run's
-  scores ``target`` (``{"forget", "test"}``, logit-scaled confidences)."""
+  scores ``target`` (``{"forget", "test"}``, logit-scaled confidences, in the order of the pool
+  positions ``forget_indices`` and of the test set)."""
   num_forget = len(forget_indices)
+  if (
+    target["forget"].shape != (num_forget,) or target["test"].shape != references["test"].shape[:1]
+  ):
+    raise ValueError(
+      f"A run's scores ({target['forget'].shape} forget, {target['test'].shape} test) do not "
+      f"match the setting ({num_forget} forget, {len(references['test'])} test samples)."
+    )
   phi = np.concatenate([target["forget"], target["test"]]).astype(np.float64)
   reference = np.concatenate([references["pool"][forget_indices], references["test"]])
   keep = np.concatenate([references["keep"][forget_indices], np.zeros_like(references["test"])])
@@ -113,25 +126,33 @@ def main(argv=None) -> None:
   config = CONFIGS[args.config]
   if not (args.out / "runs").is_dir():
     parser.error(f"{args.out} holds no runs/: run the table first")
+  runs, skipped = [], []  # the table's runs, checked before any reference model trains
+  for path in sorted((args.out / "runs").glob("*.json")):
+    run = E.load_run_json(path)
+    if run.get("config") != config.name:
+      continue
+    if path.with_suffix(".npz").is_file():
+      runs.append((path, run))
+    else:
+      skipped.append(path.stem)
+  if not any(run["method"] == REFERENCE for _, run in runs):
+    parser.error(
+      f"no {config.name} run of {args.out}/runs has per-sample scores (runs/<run>.npz) for "
+      f"{REFERENCE}; tables written before the scores were kept need their runs again"
+    )
   setting = load_setting(config.setting, args.data_root)
   directory = args.out / "checkpoints" / "reference_models"
   try:
     references = reference_scores(config, setting, directory, args.models)
   except ValueError as error:
     parser.error(str(error))
-  rows, skipped = {}, []
-  for path in sorted((args.out / "runs").glob("*.json")):
-    run = E.load_run_json(path)
-    if not path.with_suffix(".npz").is_file():
-      skipped.append(path.stem)
-      continue
+  rows = {}
+  for path, run in runs:
     with np.load(path.with_suffix(".npz")) as target:
-      result = attack_run(dict(target), references, setting.forget_indices(run["seed"]))
+      result = attack_run(dict(target), references, setting.split(run["seed"]).forget_idx)
     baseline = run["method"] in (REFERENCE, ORIGINAL)
     label = run["method"] if baseline else f"{run['method']} ({run['optimizer']})"
     rows.setdefault(label, []).append(result)
-  if REFERENCE not in rows:
-    parser.error(f"no run of {args.out}/runs has per-sample scores for {REFERENCE}")
   order = [REFERENCE, ORIGINAL] + sorted(set(rows) - {REFERENCE, ORIGINAL})
   rows = {label: rows[label] for label in order if label in rows}
   table = (

@@ -323,7 +323,8 @@ def run(args) -> None:
       state["best_acc"],
       state["seconds"],
     )
-    report["epochs"] = report["epochs"][:done]
+  if len(report["epochs"]) != done:  # the saved stages came from another pretraining: drop them
+    report = {"recipe": recipe, "epochs": report["epochs"][:done], "models": {}, "seconds": {}}
   criterion, train_loader, test_loader = (
     _RecordingLoss(),
     loader("pool", True),
@@ -343,8 +344,8 @@ def run(args) -> None:
       best, best_acc = copy.deepcopy(model.state_dict()), test_acc
     seconds += time.time() - started
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best}
+    save()  # before the epoch's checkpoint, so that the report never lags behind it
     torch.save({**state, "epoch": epoch + 1, "best_acc": best_acc, "seconds": seconds}, resume)
-    save()
   report["seconds"]["pretraining"] = seconds
   originals = {"final": model.state_dict(), "best": best}
   report["best_epoch"] = 1 + int(np.argmax([e["test_acc"] for e in report["epochs"]]))

@@ -45,10 +45,18 @@ def test_the_attacks_compare_a_forget_sample_with_the_models_that_did_not_train_
   assert 0.2 < result["lira"]["auc"] < 0.8 and 0.2 < result["rmia"]["auc"] < 0.8
 
 
+def _identity_scores(n: int, seed: int) -> np.ndarray:
+  """Scores that tell samples apart (from 0 to 10 over the set, as hard as each other set's)
+  with a little noise."""
+  return np.linspace(0, 10, n) + np.random.default_rng(seed).normal(0, 0.01, n)
+
+
 @pytest.fixture
 def table(tmp_path, monkeypatch):
-  """A finished table of a synthetic setting: RT, Original and one method, two seeds; one run
-  predates the per-sample scores."""
+  """A finished table of a synthetic setting (pool 80, test 40): RT, Original and one method, two
+  seeds; one run predates the per-sample scores. A run scores a forget sample as the reference
+  models do plus ``shift`` (Original: remembered; RT: not), so an attack that pairs a sample with
+  another's reference scores finds nothing."""
   monkeypatch.setitem(data_settings.SETTINGS, "synthetic", synthetic_setting)
   config = ExperimentConfig(
     name="tiny",
@@ -59,19 +67,26 @@ def table(tmp_path, monkeypatch):
   )
   monkeypatch.setitem(configs.CONFIGS, "tiny", config)
   setting = synthetic_setting(None)
-  rng = np.random.default_rng(1)
   for seed in (1, 2):
+    forget_idx = setting.split(seed).forget_idx
     for method, optimizer, shift in (
       ("RT", "sgd", 0.0),
-      ("Original", "sgd", 4.0),
-      ("RL", "dual", 1.0),
+      ("Original", "sgd", 0.5),
+      ("RL", "dual", 0.1),
     ):
       name = method if method in ("RT", "Original") else f"{method}-{optimizer}"
       path = tmp_path / "runs" / f"{name}-seed{seed}.json"
-      E.save_run_json(path, {"method": method, "optimizer": optimizer, "seed": seed})
-      forget = rng.normal(shift, 1, setting.num_forget).astype(np.float32)
-      E.save_arrays(path.with_suffix(".npz"), {"forget": forget, "test": rng.normal(0, 1, 40)})
-  E.save_run_json(tmp_path / "runs" / "RL-sgd-seed1.json", {"method": "RL", "seed": 1})
+      E.save_run_json(
+        path, {"config": "tiny", "method": method, "optimizer": optimizer, "seed": seed}
+      )
+      forget = _identity_scores(80, seed)[forget_idx] + shift
+      E.save_arrays(
+        path.with_suffix(".npz"), {"forget": forget, "test": _identity_scores(40, seed)}
+      )
+  E.save_run_json(
+    tmp_path / "runs" / "RL-sgd-seed1.json", {"config": "tiny", "method": "RL", "seed": 1}
+  )
+  E.save_run_json(tmp_path / "runs" / "other.json", {"config": "other", "method": "RL", "seed": 1})
   return tmp_path
 
 
@@ -86,9 +101,7 @@ def test_the_command_writes_a_row_per_method_and_trains_each_reference_model_onc
 
   monkeypatch.setattr(RA, "pretrain", fake_pretrain)
   monkeypatch.setattr(
-    RA,
-    "logit_confidences",
-    lambda graphdef, seed, data: np.random.default_rng(seed).normal(0, 1, len(data)),
+    RA, "logit_confidences", lambda g, seed, data: _identity_scores(len(data), seed)
   )
   RA.main(["--config", "tiny", "--out", str(table), "--models", "2"])
   # Two models: each of the 80 pool samples trains exactly one of them.
@@ -97,12 +110,14 @@ def test_the_command_writes_a_row_per_method_and_trains_each_reference_model_onc
   np.testing.assert_array_equal(np.load(directory / "keep.npy"), RA.keep_masks(80, 2))
   text = (table / "reference_attacks.md").read_text()
   rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ")][1:]
-  assert rows == ["| RT", "| Original", "| RL (dual)"]
+  assert rows == ["| RT", "| Original", "| RL (dual)"]  # runs of other configs left out
   assert (
     "| +0.0 |" in text.splitlines()[4] and "Skipped (no per-sample scores): RL-sgd-seed1" in text
   )
   saved = json.loads((table / "reference_attacks.json").read_text())
-  assert len(saved["rows"]["Original"]) == 2 and saved["rows"]["Original"][0]["lira"]["auc"] > 0.9
+  for attack in RA.ATTACKS:
+    assert all(run[attack]["auc"] > 0.95 for run in saved["rows"]["Original"])
+    assert all(0.2 < run[attack]["auc"] < 0.8 for run in saved["rows"]["RT"])
 
   monkeypatch.setattr(
     RA, "pretrain", lambda *a, **k: pytest.fail("a reference model trained again")
@@ -110,3 +125,11 @@ def test_the_command_writes_a_row_per_method_and_trains_each_reference_model_onc
   RA.main(["--config", "tiny", "--out", str(table), "--models", "2"])
   with pytest.raises(SystemExit):  # other masks beside the checkpoints
     RA.main(["--config", "tiny", "--out", str(table), "--models", "4"])
+
+
+def test_a_table_without_per_sample_scores_is_refused_before_any_training(table, monkeypatch):
+  for path in (table / "runs").glob("RT-*.npz"):
+    path.unlink()
+  monkeypatch.setattr(RA, "pretrain", lambda *a, **k: pytest.fail("a reference model trained"))
+  with pytest.raises(SystemExit):
+    RA.main(["--config", "tiny", "--out", str(table), "--models", "2"])

@@ -108,8 +108,9 @@ class TofuConfig:
       raise ValueError(f"Unknown optimizers in {self.optimizers}; known: {', '.join(OPTIMIZERS)}.")
     for i, optimizer in enumerate(self.optimizers):
       source = self._named(optimizer)
+      grid = self.forget_lr_ratios
       if source is not None and (
-        isinstance(self._named(source), str) or source in self.optimizers[i + 1 :]
+        not isinstance(grid.get(source), tuple | list) or source in self.optimizers[i + 1 :]
       ):
         raise ValueError(
           f"{optimizer} takes the forget lr ratio chosen for {source!r}, which must be an "

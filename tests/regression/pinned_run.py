@@ -139,12 +139,12 @@ def compute_pinned() -> dict:
   cpus = sorted(os.sched_getaffinity(0))
   if len(cpus) < CPUS:
     raise RuntimeError(f"the pinned numbers need {CPUS} CPUs; this process may use {len(cpus)}")
-  child = subprocess.run(
-    [sys.executable, __file__, "--in-process"],
-    preexec_fn=lambda: os.sched_setaffinity(0, cpus[:CPUS]),
-    capture_output=True,
-    text=True,
+  # The child restricts itself before it imports jax (a preexec_fn would fork this process).
+  bootstrap = (
+    f"import os, runpy, sys; os.sched_setaffinity(0, {cpus[:CPUS]}); "
+    f"sys.argv = [{__file__!r}, '--in-process']; runpy.run_path(sys.argv[0], run_name='__main__')"
   )
+  child = subprocess.run([sys.executable, "-c", bootstrap], capture_output=True, text=True)
   if child.returncode:
     raise RuntimeError(f"the pinned run failed:\n{child.stderr[-4000:]}")
   return json.loads(child.stdout)

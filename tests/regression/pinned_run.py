@@ -21,6 +21,7 @@ restricted to ``CPUS`` CPUs (`compute_pinned`).
 import argparse
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -30,7 +31,6 @@ import sys
 
 import jax
 import numpy as np
-import sklearn
 from flax import nnx
 
 from dualoptim_jax.data import load_setting
@@ -45,31 +45,33 @@ from dualoptim_jax.tasks.classification import (
 )
 
 VALUES = pathlib.Path(__file__).with_name("pinned.json")
+CONSTRAINTS = pathlib.Path(__file__).parents[2] / "constraints.txt"
 CPUS = 2  # the number of CPUs the numbers are computed with
 SEED = 1
 CONFIG = UnlearnConfig(epochs=2, batch_size=128, retain_lr=0.01, augment=True)
 FORGET_LR = {"sgd": 0.018, "adam": 3e-4, "dual": 3e-4}
 
 
-def environment() -> dict:
-  """What the bits depend on besides the code."""
-  cpu = ""
+def _cpuinfo(key: str) -> str:
   try:
-    cpu = next(
-      line.split(":", 1)[1].strip()
-      for line in open("/proc/cpuinfo")
-      if line.startswith("model name")
+    return next(
+      line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith(key)
     )
   except (OSError, StopIteration):
-    pass
+    return ""
+
+
+def environment() -> dict:
+  """What the bits depend on besides the code and the CPU count (fixed by `compute_pinned`): Python,
+  the packages of ``constraints.txt``, and the CPU (its model and a hash of its feature flags)."""
+  lines = CONSTRAINTS.read_text().splitlines()
+  pinned = [line.split("==")[0] for line in lines if "==" in line and not line.startswith("#")]
   return {
-    "jax": jax.__version__,
-    "jaxlib": jax.lib.__version__,
-    "numpy": np.__version__,
-    "scikit-learn": sklearn.__version__,
+    "python": platform.python_version(),
+    **{name: importlib.metadata.version(name) for name in pinned},
     "machine": platform.machine(),
-    "cpu": cpu,
-    "cpus": len(os.sched_getaffinity(0)),
+    "cpu": _cpuinfo("model name"),
+    "cpu flags": hashlib.sha256(_cpuinfo("flags").encode()).hexdigest()[:16],
   }
 
 
@@ -134,20 +136,38 @@ def compute() -> dict:
   return result
 
 
+def can_compute_pinned() -> bool:
+  """Whether this process may use ``CPUS`` CPUs and set a child's CPUs (Linux)."""
+  return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= CPUS
+
+
 def compute_pinned() -> dict:
-  """``{"environment", "runs"}`` computed in a fresh process that may use exactly ``CPUS`` CPUs."""
-  cpus = sorted(os.sched_getaffinity(0))
-  if len(cpus) < CPUS:
-    raise RuntimeError(f"the pinned numbers need {CPUS} CPUs; this process may use {len(cpus)}")
+  """``{"environment", "runs"}`` computed in a fresh process that may use exactly ``CPUS`` CPUs,
+  on the CPU backend, without this process's XLA or JAX flags."""
+  if not can_compute_pinned():
+    raise RuntimeError(f"the pinned numbers need {CPUS} CPUs and sched_setaffinity")
+  cpus = sorted(os.sched_getaffinity(0))[:CPUS]
   # The child restricts itself before it imports jax (a preexec_fn would fork this process).
   bootstrap = (
-    f"import os, runpy, sys; os.sched_setaffinity(0, {cpus[:CPUS]}); "
+    f"import os, runpy, sys; os.sched_setaffinity(0, {cpus}); "
     f"sys.argv = [{__file__!r}, '--in-process']; runpy.run_path(sys.argv[0], run_name='__main__')"
   )
-  child = subprocess.run([sys.executable, "-c", bootstrap], capture_output=True, text=True)
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("XLA_", "JAX_"))}
+  child = subprocess.run(
+    [sys.executable, "-P", "-c", bootstrap],
+    capture_output=True,
+    text=True,
+    env={**env, "JAX_PLATFORMS": "cpu"},
+    timeout=3600,
+  )
   if child.returncode:
     raise RuntimeError(f"the pinned run failed:\n{child.stderr[-4000:]}")
-  return json.loads(child.stdout)
+  try:
+    return json.loads(child.stdout)
+  except json.JSONDecodeError as error:
+    raise RuntimeError(
+      f"the pinned run printed no JSON ({error}): {child.stdout[:500]!r}\n{child.stderr[-2000:]}"
+    ) from None
 
 
 def main():
@@ -157,6 +177,8 @@ def main():
     "--in-process", action="store_true", help="compute here, with this process's CPUs"
   )
   args = parser.parse_args()
+  if args.in_process and args.write:
+    parser.error("--write records numbers of compute_pinned's process: drop --in-process")
   if args.in_process:
     values = {"environment": environment(), "runs": compute()}
   else:
